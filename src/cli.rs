@@ -1,0 +1,144 @@
+//! The `kflip` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, watch::ReloadStatus};
+
+/// kflip: one binary for Kafka disaster recovery. Clients connect to the
+/// proxy; editing `proxy.active` in the config file moves them all to the
+/// other cluster without a restart.
+#[derive(Parser, Debug)]
+#[command(name = "kflip", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the Kafka proxy, forwarding clients to the active cluster and
+    /// following changes to the config file.
+    Proxy {
+        /// The YAML config file (see docs/configuration.md).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check config files and explain what is wrong; exits 1 if any is invalid.
+    ValidateConfig {
+        /// One or more YAML config files.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::ValidateConfig { files } => validate(&files),
+        Command::Proxy { config } => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("kflip: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run_proxy(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kflip: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KFLIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for f in files {
+        match config::load(f) {
+            Ok(c) => {
+                let proxy = c
+                    .proxy
+                    .as_ref()
+                    .map(|p| {
+                        format!(
+                            ", proxy on {}:{} -> {}",
+                            p.listen_host, p.listen_port, p.active
+                        )
+                    })
+                    .unwrap_or_default();
+                println!("{}: ok ({} clusters{proxy})", f.display(), c.clusters.len());
+            }
+            Err(e) => {
+                ok = false;
+                println!("{}: {e}", f.display());
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn run_proxy(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = config::load(&path)?;
+    cfg.require_proxy()?;
+    let (tx, rx) = watch::channel(Arc::new(cfg));
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(ReloadStatus::default());
+    let watcher = tokio::spawn({
+        let (path, stop) = (path.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = config::watch::watch_config(path, tx, status, stop).await {
+                tracing::error!(error = %e, "cannot watch the config file; hot reload is off");
+            }
+        }
+    });
+    let proxy = crate::proxy::start(rx, shutdown.clone()).await?;
+    wait_for_signal().await;
+    tracing::info!(
+        open = proxy.connections(),
+        "shutting down; draining connections"
+    );
+    shutdown.cancel();
+    proxy.drained().await;
+    let _ = watcher.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

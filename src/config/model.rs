@@ -1,0 +1,64 @@
+//! The config file exactly as written: serde types that reject unknown keys.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `clusters:` name -> how to reach it.
+    pub clusters: IndexMap<String, ClusterFile>,
+    /// `proxy:` the proxy section.
+    pub proxy: Option<ProxyFile>,
+}
+
+/// One entry under `clusters:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// `"host:port"`, `"h1:p1,h2:p2"` or a list of `host:port`.
+    pub bootstrap: Bootstrap,
+}
+
+/// Bootstrap servers as one comma-separated string or as a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Bootstrap {
+    /// `"h1:9092,h2:9092"`.
+    One(String),
+    /// `["h1:9092", "h2:9092"]`.
+    Many(Vec<String>),
+}
+
+/// The `proxy:` section; see docs/configuration.md for each key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    /// Bootstrap listener `host:port`.
+    pub listen: String,
+    /// Name of the cluster clients are forwarded to.
+    pub active: String,
+    /// Host advertised to clients.
+    pub advertised_host: Option<String>,
+    /// First virtual broker port.
+    pub broker_port_base: Option<u16>,
+    /// Most virtual brokers.
+    pub max_brokers: Option<u16>,
+    /// Cluster id shown to clients.
+    pub cluster_id: Option<String>,
+    /// Largest accepted request frame in bytes.
+    pub max_frame_bytes: Option<u64>,
+    /// Most concurrent client connections.
+    pub max_connections: Option<u64>,
+    /// Idle connection timeout, e.g. `10m`.
+    pub idle_timeout: Option<String>,
+    /// First-request timeout, e.g. `10s`.
+    pub handshake_timeout: Option<String>,
+    /// Upstream connect timeout, e.g. `5s`.
+    pub connect_timeout: Option<String>,
+    /// In-flight bound at a switch, e.g. `5s`.
+    pub switch_drain: Option<String>,
+    /// Drain bound at shutdown, e.g. `10s`.
+    pub shutdown_grace: Option<String>,
+}

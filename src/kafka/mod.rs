@@ -1,0 +1,202 @@
+//! A minimal Kafka client for kflip's own requests to clusters: probing
+//! ApiVersions and fetching Metadata. It speaks one request at a time.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{
+    Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::protocol::frame::{read_frame, Frame};
+use crate::protocol::versions::VersionTable;
+
+/// Largest response kflip's own client accepts.
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// Why a request to a cluster failed. Messages name the address.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TCP connect failed or timed out.
+    #[error("cannot connect to {addr}: {message}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// The exchange failed after connecting.
+    #[error("request to {addr} failed: {message}")]
+    Exchange {
+        /// The broker.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One connection to one broker.
+pub struct KafkaConn {
+    stream: TcpStream,
+    addr: String,
+    next_correlation: i32,
+    timeout: Duration,
+}
+
+impl KafkaConn {
+    /// Connects to `addr` (`host:port`) within `timeout`.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<KafkaConn, ClientError> {
+        let err = |message: String| ClientError::Connect {
+            addr: addr.to_string(),
+            message,
+        };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| err(format!("timed out after {timeout:?}")))?
+            .map_err(|e| err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        Ok(KafkaConn {
+            stream,
+            addr: addr.to_string(),
+            next_correlation: 1,
+            timeout,
+        })
+    }
+
+    /// Connects to the first reachable address of a bootstrap list.
+    pub async fn connect_any(
+        bootstrap: &[String],
+        timeout: Duration,
+    ) -> Result<KafkaConn, ClientError> {
+        let mut last = None;
+        for addr in bootstrap {
+            match KafkaConn::connect(addr, timeout).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Connect {
+            addr: String::new(),
+            message: "no bootstrap address".into(),
+        }))
+    }
+
+    /// The broker address this connection goes to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one request at `version` and waits for its response.
+    pub async fn send<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let err = |message: String| ClientError::Exchange {
+            addr: self.addr.clone(),
+            message,
+        };
+        let correlation_id = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("kflip")));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(|e| err(e.to_string()))?;
+        req.encode(&mut buf, version)
+            .map_err(|e| err(e.to_string()))?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        let exchange = async {
+            self.stream
+                .write_all(&buf)
+                .await
+                .map_err(|e| e.to_string())?;
+            read_frame(&mut self.stream, MAX_RESPONSE)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "connection closed before the response".to_string())
+        };
+        let frame: Frame = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| err(format!("no response within {:?}", self.timeout)))?
+            .map_err(err)?;
+        let mut payload = Bytes::copy_from_slice(frame.payload());
+        let rh = ResponseHeader::decode(&mut payload, R::Response::header_version(version))
+            .map_err(|e| err(e.to_string()))?;
+        if rh.correlation_id != correlation_id {
+            return Err(err(format!(
+                "correlation id {} does not match request {correlation_id}",
+                rh.correlation_id
+            )));
+        }
+        R::Response::decode(&mut payload, version).map_err(|e| err(e.to_string()))
+    }
+
+    /// Asks which API versions the broker supports.
+    pub async fn api_versions(&mut self) -> Result<VersionTable, ClientError> {
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kflip"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut resp = self.send(&req, 3).await?;
+        if resp.error_code == 35 {
+            // UNSUPPORTED_VERSION: an old broker; v0 is always understood.
+            resp = self.send(&req, 0).await?;
+        }
+        if resp.error_code != 0 {
+            return Err(ClientError::Exchange {
+                addr: self.addr.clone(),
+                message: format!("ApiVersions error code {}", resp.error_code),
+            });
+        }
+        Ok(resp
+            .api_keys
+            .iter()
+            .map(|k| {
+                (
+                    k.api_key,
+                    VersionRange {
+                        min: k.min_version,
+                        max: k.max_version,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Fetches the cluster's brokers (Metadata for no topics).
+    pub async fn brokers(
+        &mut self,
+        versions: &VersionTable,
+    ) -> Result<MetadataResponse, ClientError> {
+        let range = versions
+            .get(&(ApiKey::Metadata as i16))
+            .copied()
+            .unwrap_or(VersionRange { min: 1, max: 1 });
+        // v1+: an empty topic list means "no topics" (v0 would mean all).
+        let version = range.max.min(12).max(range.min).max(1);
+        let req = MetadataRequest::default()
+            .with_topics(Some(Vec::new()))
+            .with_allow_auto_topic_creation(false);
+        self.send(&req, version).await
+    }
+}
+
+/// A request with `R::KEY` as an [`ApiKey`], for log messages.
+pub fn api_name(key: i16) -> String {
+    match ApiKey::try_from(key) {
+        Ok(k) => format!("{k:?}"),
+        Err(()) => format!("unknown({key})"),
+    }
+}

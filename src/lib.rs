@@ -1,0 +1,23 @@
+//! kflip: a Kafka-protocol proxy that moves every client to the other
+//! cluster when one line of its config changes.
+//!
+//! # Layout
+//! - [`config`]: the YAML file's model, validation, and hot reload.
+//! - [`protocol`]: framing, request headers, the API policy, and one rewrite
+//!   filter per API key that carries broker addresses or node ids.
+//! - [`routing`]: the virtual topology clients see, mapped onto the active
+//!   cluster.
+//! - [`proxy`]: listeners, connections, the switch between clusters.
+//! - [`kafka`]: kflip's own minimal client for probing clusters.
+//! - [`cli`]: the `kflip` command line.
+//!
+//! Data flows `proxy::listeners` -> `proxy::connection` -> (frames through
+//! `protocol`) -> upstream broker, with `routing` deciding which broker.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod kafka;
+pub mod protocol;
+pub mod proxy;
+pub mod routing;

@@ -1,0 +1,204 @@
+//! Just enough of a request to route it: the header, and a Produce's `acks`.
+//!
+//! This is parsed by hand and without allocation because it runs on every
+//! request; bodies that need rewriting go through the generated codec.
+
+use kafka_protocol::messages::ApiKey;
+
+/// Why a request could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum HeaderError {
+    /// The frame ends before the field it should hold.
+    #[error("request is truncated: {0}")]
+    Truncated(&'static str),
+    /// A length or varint is malformed.
+    #[error("request is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// The routing-relevant part of a request header.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestHead {
+    /// Raw API key; may be one kflip does not know.
+    pub api_key: i16,
+    /// API version the client used.
+    pub api_version: i16,
+    /// Correlation id the response must carry.
+    pub correlation_id: i32,
+    /// Offset of the request body within the payload, when the key is known.
+    pub body_offset: Option<usize>,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], HeaderError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(HeaderError::Truncated(what))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn i16(&mut self, what: &'static str) -> Result<i16, HeaderError> {
+        let b = self.take(2, what)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self, what: &'static str) -> Result<i32, HeaderError> {
+        let b = self.take(4, what)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn uvarint(&mut self, what: &'static str) -> Result<u32, HeaderError> {
+        let mut value: u32 = 0;
+        for shift in (0..35).step_by(7) {
+            let b = self.take(1, what)?[0];
+            value |= u32::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(HeaderError::Malformed(what))
+    }
+
+    fn nullable_string(&mut self, what: &'static str) -> Result<(), HeaderError> {
+        let len = self.i16(what)?;
+        if len > 0 {
+            self.take(len as usize, what)?;
+        } else if len < -1 {
+            return Err(HeaderError::Malformed(what));
+        }
+        Ok(())
+    }
+
+    fn compact_nullable_string(&mut self, what: &'static str) -> Result<(), HeaderError> {
+        let len = self.uvarint(what)?;
+        if len > 1 {
+            self.take(len as usize - 1, what)?;
+        }
+        Ok(())
+    }
+
+    fn tagged_fields(&mut self, what: &'static str) -> Result<(), HeaderError> {
+        let n = self.uvarint(what)?;
+        for _ in 0..n {
+            self.uvarint(what)?;
+            let size = self.uvarint(what)?;
+            self.take(size as usize, what)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses the request header at the start of `payload` (the frame without
+/// its length prefix).
+pub fn parse_request_head(payload: &[u8]) -> Result<RequestHead, HeaderError> {
+    let mut c = Cursor {
+        buf: payload,
+        pos: 0,
+    };
+    let api_key = c.i16("api_key")?;
+    let api_version = c.i16("api_version")?;
+    let correlation_id = c.i32("correlation_id")?;
+    let body_offset = match ApiKey::try_from(api_key) {
+        Ok(key) => {
+            let header_version = key.request_header_version(api_version);
+            if header_version >= 1 {
+                c.nullable_string("client_id")?;
+            }
+            if header_version >= 2 {
+                c.tagged_fields("header tagged fields")?;
+            }
+            Some(c.pos)
+        }
+        Err(()) => None,
+    };
+    Ok(RequestHead {
+        api_key,
+        api_version,
+        correlation_id,
+        body_offset,
+    })
+}
+
+/// Reads `acks` from a Produce request body (versions 3 and later, the only
+/// ones kflip advertises). acks=0 requests get no response.
+pub fn produce_acks(body: &[u8], version: i16) -> Result<i16, HeaderError> {
+    let mut c = Cursor { buf: body, pos: 0 };
+    if version >= 9 {
+        c.compact_nullable_string("transactional_id")?;
+    } else if version >= 3 {
+        c.nullable_string("transactional_id")?;
+    }
+    c.i16("acks")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::{ProduceRequest, RequestHeader, TransactionalId};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn encode_produce(version: i16, acks: i16, txn: Option<&str>) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(42)
+            .with_client_id(Some(StrBytes::from_static_str("tester")));
+        header
+            .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+            .unwrap();
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(1000)
+            .with_transactional_id(
+                txn.map(|t| TransactionalId(StrBytes::from_string(t.to_string()))),
+            );
+        req.encode(&mut buf, version).unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn parses_produce_acks_in_every_version() {
+        for version in 3..=13 {
+            for (acks, txn) in [(0, None), (1, Some("t-1")), (-1, None)] {
+                let payload = encode_produce(version, acks, txn);
+                let head = parse_request_head(&payload).unwrap();
+                assert_eq!(head.api_key, 0);
+                assert_eq!(head.api_version, version);
+                assert_eq!(head.correlation_id, 42);
+                let body = &payload[head.body_offset.unwrap()..];
+                assert_eq!(produce_acks(body, version).unwrap(), acks, "v{version}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_have_no_body_offset() {
+        let payload = [0x27, 0x10, 0, 0, 0, 0, 0, 1];
+        let head = parse_request_head(&payload).unwrap();
+        assert_eq!(head.api_key, 10000);
+        assert_eq!(head.body_offset, None);
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let payload = encode_produce(9, 1, Some("txn"));
+        for cut in 0..payload.len() {
+            if let Ok(head) = parse_request_head(&payload[..cut]) {
+                let body = &payload[head.body_offset.unwrap()..cut];
+                let _ = produce_acks(body, 9);
+            }
+        }
+        assert!(parse_request_head(&[0, 1, 0]).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The Kafka wire protocol as the proxy needs it: framing, request headers,
+//! the API policy and versions, and the response rewrite filters.
+
+pub mod api_versions;
+pub mod frame;
+pub mod header;
+pub mod rewrite;
+pub mod versions;
+
+#[cfg(test)]
+mod rewrite_tests;

@@ -1,0 +1,340 @@
+//! Response rewriting: one filter per API key that carries broker addresses,
+//! node ids, the cluster id, topic ids or leader epochs.
+//!
+//! A response is decoded once ([`Rewritable::decode`]); the proxy then asks
+//! which brokers it announces ([`Rewritable::brokers`]) so that it can open a
+//! virtual listener for each; finally [`Rewritable::rewrite`] maps every id
+//! and address through a [`NodeMap`] and the message is re-encoded at the
+//! version it came in, keeping unknown tagged fields. This module does no I/O.
+//!
+//! What is rewritten and why:
+//! - node ids and `host:port` become kflip's virtual brokers, so no real
+//!   address reaches a client;
+//! - the cluster id becomes kflip's constant one;
+//! - leader epochs become -1 ("unknown"): the two clusters' epochs are
+//!   unrelated, and an epoch that goes backwards across a switch makes
+//!   clients ignore fresh metadata (KAFKA-12257);
+//! - topic ids become the nil id, since they differ between clusters; kflip
+//!   caps Fetch and Produce below the versions that address topics by id.
+//!
+//! Trust boundary: responses come from the configured brokers. The generated
+//! codec sizes arrays from their length prefix, so a broker that sent a
+//! corrupt length could make it attempt a huge allocation. Client input never
+//! reaches the codec: requests are routed by a hand-written header parser and
+//! forwarded as bytes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, DescribeClusterResponse, DescribeTopicPartitionsResponse, FetchResponse,
+    FindCoordinatorResponse, MetadataResponse, ProduceResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use uuid::Uuid;
+
+/// A broker address announced by an upstream response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announced {
+    /// The broker's real node id.
+    pub node_id: i32,
+    /// Its real host.
+    pub host: String,
+    /// Its real port.
+    pub port: i32,
+}
+
+/// Maps real node ids of the upstream cluster to what clients see.
+pub trait NodeMap {
+    /// The virtual node id for a real one. -1 (no node) stays -1.
+    fn node(&self, real: i32) -> i32;
+    /// The advertised host and port of the virtual broker for a real node.
+    fn endpoint(&self, real: i32) -> (StrBytes, i32);
+    /// The cluster id clients see.
+    fn cluster_id(&self) -> StrBytes;
+}
+
+/// Why a response could not be rewritten.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot rewrite {api:?} v{version} response: {message}")]
+pub struct RewriteError {
+    /// The API key.
+    pub api: ApiKey,
+    /// The version.
+    pub version: i16,
+    /// What failed.
+    pub message: String,
+}
+
+/// A decoded response of an API kflip rewrites.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Metadata.
+    Metadata(MetadataResponse),
+    /// FindCoordinator, single (v0-3) or batched (v4+).
+    FindCoordinator(FindCoordinatorResponse),
+    /// DescribeCluster.
+    DescribeCluster(DescribeClusterResponse),
+    /// DescribeTopicPartitions.
+    DescribeTopicPartitions(DescribeTopicPartitionsResponse),
+    /// Produce (KIP-951 leader hints).
+    Produce(ProduceResponse),
+    /// Fetch (KIP-951 leader hints, preferred read replica).
+    Fetch(FetchResponse),
+}
+
+/// A response frame decoded for rewriting.
+#[derive(Debug, Clone)]
+pub struct Rewritable {
+    api: ApiKey,
+    version: i16,
+    header: ResponseHeader,
+    body: Body,
+}
+
+fn map_ids(ids: &mut [BrokerId], map: &dyn NodeMap) {
+    for id in ids {
+        id.0 = map.node(id.0);
+    }
+}
+
+impl Rewritable {
+    /// Decodes a response payload (the frame without its length prefix).
+    /// Returns `Ok(None)` for APIs that are not rewritten.
+    pub fn decode(api: ApiKey, version: i16, payload: Bytes) -> Result<Option<Self>, RewriteError> {
+        let err = |e: anyhow::Error| RewriteError {
+            api,
+            version,
+            message: e.to_string(),
+        };
+        let mut buf = payload;
+        let header =
+            ResponseHeader::decode(&mut buf, api.response_header_version(version)).map_err(err)?;
+        let body = match api {
+            ApiKey::Metadata => Body::Metadata(Decodable::decode(&mut buf, version).map_err(err)?),
+            ApiKey::FindCoordinator => {
+                Body::FindCoordinator(Decodable::decode(&mut buf, version).map_err(err)?)
+            }
+            ApiKey::DescribeCluster => {
+                Body::DescribeCluster(Decodable::decode(&mut buf, version).map_err(err)?)
+            }
+            ApiKey::DescribeTopicPartitions => {
+                Body::DescribeTopicPartitions(Decodable::decode(&mut buf, version).map_err(err)?)
+            }
+            ApiKey::Produce => Body::Produce(Decodable::decode(&mut buf, version).map_err(err)?),
+            ApiKey::Fetch => Body::Fetch(Decodable::decode(&mut buf, version).map_err(err)?),
+            _ => return Ok(None),
+        };
+        if buf.has_remaining() {
+            return Err(RewriteError {
+                api,
+                version,
+                message: format!("{} bytes left after the body", buf.remaining()),
+            });
+        }
+        Ok(Some(Rewritable {
+            api,
+            version,
+            header,
+            body,
+        }))
+    }
+
+    /// The decoded body.
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+
+    /// Every broker address the response announces.
+    pub fn brokers(&self) -> Vec<Announced> {
+        let a = |node_id: i32, host: &StrBytes, port: i32| Announced {
+            node_id,
+            host: host.as_str().to_string(),
+            port,
+        };
+        match &self.body {
+            Body::Metadata(m) => m
+                .brokers
+                .iter()
+                .map(|b| a(b.node_id.0, &b.host, b.port))
+                .collect(),
+            Body::DescribeCluster(m) => m
+                .brokers
+                .iter()
+                .map(|b| a(b.broker_id.0, &b.host, b.port))
+                .collect(),
+            Body::FindCoordinator(m) => {
+                let mut out = Vec::new();
+                if self.version < 4 && m.node_id.0 >= 0 {
+                    out.push(a(m.node_id.0, &m.host, m.port));
+                }
+                out.extend(
+                    m.coordinators
+                        .iter()
+                        .filter(|c| c.node_id.0 >= 0)
+                        .map(|c| a(c.node_id.0, &c.host, c.port)),
+                );
+                out
+            }
+            Body::Produce(m) => m
+                .node_endpoints
+                .iter()
+                .map(|n| a(n.node_id.0, &n.host, n.port))
+                .collect(),
+            Body::Fetch(m) => m
+                .node_endpoints
+                .iter()
+                .map(|n| a(n.node_id.0, &n.host, n.port))
+                .collect(),
+            Body::DescribeTopicPartitions(_) => Vec::new(),
+        }
+    }
+
+    /// Rewrites ids, addresses, cluster id, topic ids and leader epochs.
+    /// Returns whether anything changed, so unchanged responses can be
+    /// forwarded as the original bytes.
+    pub fn rewrite(&mut self, map: &dyn NodeMap) -> bool {
+        match &mut self.body {
+            Body::Metadata(m) => {
+                for b in &mut m.brokers {
+                    let (host, port) = map.endpoint(b.node_id.0);
+                    b.node_id.0 = map.node(b.node_id.0);
+                    b.host = host;
+                    b.port = port;
+                }
+                if m.cluster_id.is_some() {
+                    m.cluster_id = Some(map.cluster_id());
+                }
+                m.controller_id.0 = map.node(m.controller_id.0);
+                for t in &mut m.topics {
+                    t.topic_id = Uuid::nil();
+                    for p in &mut t.partitions {
+                        p.leader_id.0 = map.node(p.leader_id.0);
+                        p.leader_epoch = -1;
+                        map_ids(&mut p.replica_nodes, map);
+                        map_ids(&mut p.isr_nodes, map);
+                        map_ids(&mut p.offline_replicas, map);
+                    }
+                }
+                true
+            }
+            Body::DescribeCluster(m) => {
+                for b in &mut m.brokers {
+                    let (host, port) = map.endpoint(b.broker_id.0);
+                    b.broker_id.0 = map.node(b.broker_id.0);
+                    b.host = host;
+                    b.port = port;
+                }
+                m.cluster_id = map.cluster_id();
+                m.controller_id.0 = map.node(m.controller_id.0);
+                true
+            }
+            Body::FindCoordinator(m) => {
+                let mut changed = false;
+                // v0-3 answer for one key in top-level fields; v4+ batch keys
+                // in `coordinators` and the top-level fields do not exist.
+                if self.version < 4 && m.node_id.0 >= 0 {
+                    (m.host, m.port) = map.endpoint(m.node_id.0);
+                    m.node_id.0 = map.node(m.node_id.0);
+                    changed = true;
+                }
+                for c in &mut m.coordinators {
+                    if c.node_id.0 >= 0 {
+                        (c.host, c.port) = map.endpoint(c.node_id.0);
+                        c.node_id.0 = map.node(c.node_id.0);
+                        changed = true;
+                    }
+                }
+                changed
+            }
+            Body::DescribeTopicPartitions(m) => {
+                for t in &mut m.topics {
+                    t.topic_id = Uuid::nil();
+                    for p in &mut t.partitions {
+                        p.leader_id.0 = map.node(p.leader_id.0);
+                        p.leader_epoch = -1;
+                        map_ids(&mut p.replica_nodes, map);
+                        map_ids(&mut p.isr_nodes, map);
+                        map_ids(&mut p.offline_replicas, map);
+                        for ids in [&mut p.eligible_leader_replicas, &mut p.last_known_elr]
+                            .into_iter()
+                            .flatten()
+                        {
+                            map_ids(ids, map);
+                        }
+                    }
+                }
+                true
+            }
+            Body::Produce(m) => {
+                let mut changed = !m.node_endpoints.is_empty();
+                for n in &mut m.node_endpoints {
+                    (n.host, n.port) = map.endpoint(n.node_id.0);
+                    n.node_id.0 = map.node(n.node_id.0);
+                }
+                for t in &mut m.responses {
+                    for p in &mut t.partition_responses {
+                        let l = &mut p.current_leader;
+                        if l.leader_id.0 != -1 || l.leader_epoch != -1 {
+                            l.leader_id.0 = map.node(l.leader_id.0);
+                            l.leader_epoch = -1;
+                            changed = true;
+                        }
+                    }
+                }
+                changed
+            }
+            Body::Fetch(m) => {
+                let mut changed = !m.node_endpoints.is_empty();
+                for n in &mut m.node_endpoints {
+                    (n.host, n.port) = map.endpoint(n.node_id.0);
+                    n.node_id.0 = map.node(n.node_id.0);
+                }
+                for t in &mut m.responses {
+                    if !t.topic_id.is_nil() {
+                        t.topic_id = Uuid::nil();
+                        changed = true;
+                    }
+                    for p in &mut t.partitions {
+                        let l = &mut p.current_leader;
+                        if l.leader_id.0 != -1 || l.leader_epoch != -1 {
+                            l.leader_id.0 = map.node(l.leader_id.0);
+                            l.leader_epoch = -1;
+                            changed = true;
+                        }
+                        if p.preferred_read_replica.0 != -1 {
+                            p.preferred_read_replica.0 = map.node(p.preferred_read_replica.0);
+                            changed = true;
+                        }
+                    }
+                }
+                changed
+            }
+        }
+    }
+
+    /// Encodes the (rewritten) response as a whole frame with length prefix.
+    pub fn encode(&self) -> Result<BytesMut, RewriteError> {
+        let (api, version) = (self.api, self.version);
+        let err = |e: anyhow::Error| RewriteError {
+            api,
+            version,
+            message: e.to_string(),
+        };
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        self.header
+            .encode(&mut buf, api.response_header_version(version))
+            .map_err(err)?;
+        match &self.body {
+            Body::Metadata(m) => m.encode(&mut buf, version),
+            Body::FindCoordinator(m) => m.encode(&mut buf, version),
+            Body::DescribeCluster(m) => m.encode(&mut buf, version),
+            Body::DescribeTopicPartitions(m) => m.encode(&mut buf, version),
+            Body::Produce(m) => m.encode(&mut buf, version),
+            Body::Fetch(m) => m.encode(&mut buf, version),
+        }
+        .map_err(err)?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        Ok(buf)
+    }
+}

@@ -1,0 +1,333 @@
+//! Rewrite filters: round trips at every version, and no real address or id
+//! survives.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{
+    self, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, DescribeClusterResponse, FetchResponse, FindCoordinatorResponse,
+    MetadataResponse, ProduceResponse, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use uuid::Uuid;
+
+use super::rewrite::{NodeMap, Rewritable};
+
+const REAL_HOST: &str = "real-broker.internal";
+const REAL_CLUSTER: &str = "real-cluster-id";
+
+/// Real ids 100, 101, 102 map to 0, 1, 2; ports 9100 + virtual id.
+struct Fake;
+
+impl NodeMap for Fake {
+    fn node(&self, real: i32) -> i32 {
+        if real < 0 {
+            real
+        } else {
+            real - 100
+        }
+    }
+    fn endpoint(&self, real: i32) -> (StrBytes, i32) {
+        (
+            StrBytes::from_static_str("proxy.local"),
+            9100 + self.node(real),
+        )
+    }
+    fn cluster_id(&self) -> StrBytes {
+        StrBytes::from_static_str("kflip")
+    }
+}
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+fn frame<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
+    let mut buf = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(77)
+        .encode(&mut buf, api.response_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    buf.freeze()
+}
+
+/// Rewrites a payload and returns the re-encoded frame (without prefix).
+fn run(api: ApiKey, version: i16, payload: Bytes) -> (Rewritable, Bytes) {
+    let mut r = Rewritable::decode(api, version, payload).unwrap().unwrap();
+    r.rewrite(&Fake);
+    let out = r.encode().unwrap().freeze();
+    let len = i32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+    assert_eq!(len, out.len() - 4);
+    let again = Rewritable::decode(api, version, out.slice(4..))
+        .unwrap()
+        .unwrap();
+    (again, out.slice(4..))
+}
+
+fn assert_clean(bytes: &[u8]) {
+    let hay = String::from_utf8_lossy(bytes);
+    assert!(!hay.contains(REAL_HOST), "real host leaked");
+    assert!(!hay.contains(REAL_CLUSTER), "real cluster id leaked");
+    let mut port = BytesMut::new();
+    port.put_i32(19092);
+    assert!(
+        !bytes.windows(4).any(|w| w == &port[..]),
+        "real port leaked"
+    );
+}
+
+fn metadata() -> MetadataResponse {
+    let brokers = (100..103)
+        .map(|id| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(s(REAL_HOST))
+                .with_port(19092)
+        })
+        .collect();
+    let partition = MetadataResponsePartition::default()
+        .with_leader_id(BrokerId(101))
+        .with_leader_epoch(17)
+        .with_replica_nodes(vec![BrokerId(101), BrokerId(102)])
+        .with_isr_nodes(vec![BrokerId(101)])
+        .with_offline_replicas(vec![BrokerId(102)]);
+    let topic = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(s("orders"))))
+        .with_topic_id(Uuid::from_u128(0xfeed))
+        .with_partitions(vec![partition]);
+    let mut m = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_controller_id(BrokerId(102))
+        .with_topics(vec![topic]);
+    m.cluster_id = Some(s(REAL_CLUSTER));
+    m.unknown_tagged_fields
+        .insert(99, Bytes::from_static(b"keep"));
+    m
+}
+
+#[test]
+fn metadata_every_version() {
+    for v in 1..=13 {
+        let mut body = metadata();
+        if v < 2 {
+            body.cluster_id = None;
+        }
+        if v < 9 {
+            body.unknown_tagged_fields.clear();
+        }
+        if !(8..=10).contains(&v) {
+            body.cluster_authorized_operations = i32::MIN;
+        }
+        let (r, out) = run(ApiKey::Metadata, v, frame(ApiKey::Metadata, v, &body));
+        assert_clean(&out);
+        let super::rewrite::Body::Metadata(m) = r.body() else {
+            panic!()
+        };
+        assert_eq!(
+            m.brokers.iter().map(|b| b.node_id.0).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert!(m.brokers.iter().all(|b| b.host.as_str() == "proxy.local"));
+        assert_eq!(m.brokers[1].port, 9101);
+        assert_eq!(m.controller_id.0, 2, "v{v}");
+        let p = &m.topics[0].partitions[0];
+        assert_eq!(p.leader_id.0, 1);
+        assert_eq!(p.replica_nodes, [BrokerId(1), BrokerId(2)]);
+        assert_eq!(p.isr_nodes, [BrokerId(1)]);
+        assert_eq!(p.leader_epoch, -1);
+        assert!(m.topics[0].topic_id.is_nil());
+        if v >= 5 {
+            assert_eq!(p.offline_replicas, [BrokerId(2)]);
+        }
+        if v >= 2 {
+            assert_eq!(m.cluster_id.as_ref().unwrap().as_str(), "kflip");
+        }
+        if v >= 9 {
+            assert_eq!(m.unknown_tagged_fields[&99], Bytes::from_static(b"keep"));
+        }
+    }
+}
+
+#[test]
+fn find_coordinator_single_and_batched() {
+    for v in 0..=6 {
+        let body = if v < 4 {
+            FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(101))
+                .with_host(s(REAL_HOST))
+                .with_port(19092)
+        } else {
+            FindCoordinatorResponse::default().with_coordinators(vec![
+                Coordinator::default()
+                    .with_key(s("group-a"))
+                    .with_node_id(BrokerId(100))
+                    .with_host(s(REAL_HOST))
+                    .with_port(19092),
+                Coordinator::default()
+                    .with_key(s("group-b"))
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(15),
+            ])
+        };
+        let (r, out) = run(
+            ApiKey::FindCoordinator,
+            v,
+            frame(ApiKey::FindCoordinator, v, &body),
+        );
+        assert_clean(&out);
+        let super::rewrite::Body::FindCoordinator(m) = r.body() else {
+            panic!()
+        };
+        if v < 4 {
+            assert_eq!((m.node_id.0, m.port), (1, 9101));
+        } else {
+            assert_eq!(
+                (m.coordinators[0].node_id.0, m.coordinators[0].port),
+                (0, 9100)
+            );
+            assert_eq!(m.coordinators[1].node_id.0, -1);
+        }
+    }
+}
+
+#[test]
+fn describe_cluster_every_version() {
+    for v in 0..=2 {
+        let body = DescribeClusterResponse::default()
+            .with_cluster_id(s(REAL_CLUSTER))
+            .with_controller_id(BrokerId(100))
+            .with_brokers(vec![DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(102))
+                .with_host(s(REAL_HOST))
+                .with_port(19092)]);
+        let (r, out) = run(
+            ApiKey::DescribeCluster,
+            v,
+            frame(ApiKey::DescribeCluster, v, &body),
+        );
+        assert_clean(&out);
+        let super::rewrite::Body::DescribeCluster(m) = r.body() else {
+            panic!()
+        };
+        assert_eq!(m.cluster_id.as_str(), "kflip");
+        assert_eq!((m.controller_id.0, m.brokers[0].broker_id.0), (0, 2));
+    }
+}
+
+#[test]
+fn produce_leader_hints_and_node_endpoints() {
+    for v in 3..=12 {
+        let mut part = PartitionProduceResponse::default()
+            .with_index(0)
+            .with_base_offset(5);
+        let mut body = ProduceResponse::default();
+        if v >= 10 {
+            part = part.with_error_code(6).with_current_leader(
+                produce_response::LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(102))
+                    .with_leader_epoch(3),
+            );
+            body = body.with_node_endpoints(vec![produce_response::NodeEndpoint::default()
+                .with_node_id(BrokerId(102))
+                .with_host(s(REAL_HOST))
+                .with_port(19092)]);
+        }
+        let body = body.with_responses(vec![TopicProduceResponse::default()
+            .with_name(TopicName(s("orders")))
+            .with_partition_responses(vec![part])]);
+        let payload = frame(ApiKey::Produce, v, &body);
+        let mut r = Rewritable::decode(ApiKey::Produce, v, payload.clone())
+            .unwrap()
+            .unwrap();
+        // Before KIP-951 nothing needs rewriting: the original bytes go out.
+        assert_eq!(r.rewrite(&Fake), v >= 10, "v{v}");
+        let (r, out) = run(ApiKey::Produce, v, payload);
+        assert_clean(&out);
+        let super::rewrite::Body::Produce(m) = r.body() else {
+            panic!()
+        };
+        if v >= 10 {
+            assert_eq!(m.node_endpoints[0].node_id.0, 2);
+            let l = &m.responses[0].partition_responses[0].current_leader;
+            assert_eq!((l.leader_id.0, l.leader_epoch), (2, -1));
+        }
+    }
+}
+
+#[test]
+fn fetch_preferred_replica_leader_hints_node_endpoints_and_topic_ids() {
+    for v in 4..=17 {
+        let mut part = PartitionData::default()
+            .with_partition_index(0)
+            .with_records(Some(Bytes::from_static(b"opaque-record-batch")));
+        if v >= 11 {
+            part = part.with_preferred_read_replica(BrokerId(101));
+        }
+        if v >= 12 {
+            part = part.with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(100))
+                    .with_leader_epoch(9),
+            );
+        }
+        let mut topic = FetchableTopicResponse::default().with_partitions(vec![part]);
+        if v >= 13 {
+            topic = topic.with_topic_id(Uuid::from_u128(0xbeef));
+        } else {
+            topic = topic.with_topic(TopicName(s("orders")));
+        }
+        let mut body = FetchResponse::default().with_responses(vec![topic]);
+        if v >= 16 {
+            body = body.with_node_endpoints(vec![NodeEndpoint::default()
+                .with_node_id(BrokerId(100))
+                .with_host(s(REAL_HOST))
+                .with_port(19092)]);
+        }
+        let (r, out) = run(ApiKey::Fetch, v, frame(ApiKey::Fetch, v, &body));
+        assert_clean(&out);
+        let super::rewrite::Body::Fetch(m) = r.body() else {
+            panic!()
+        };
+        let p = &m.responses[0].partitions[0];
+        assert_eq!(p.records.as_deref(), Some(&b"opaque-record-batch"[..]));
+        if v >= 11 {
+            assert_eq!(p.preferred_read_replica.0, 1);
+        }
+        if v >= 12 {
+            assert_eq!(
+                (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+                (0, -1)
+            );
+        }
+        if v >= 13 {
+            assert!(m.responses[0].topic_id.is_nil());
+        }
+        if v >= 16 {
+            assert_eq!(
+                (m.node_endpoints[0].node_id.0, m.node_endpoints[0].port),
+                (0, 9100)
+            );
+        }
+    }
+}
+
+#[test]
+fn truncation_and_trailing_bytes_are_errors_not_panics() {
+    let good = frame(ApiKey::Metadata, 12, &metadata());
+    for cut in 0..good.len() {
+        let _ = Rewritable::decode(ApiKey::Metadata, 12, good.slice(..cut));
+    }
+    let mut junk = good.to_vec();
+    junk.push(1);
+    assert!(Rewritable::decode(ApiKey::Metadata, 12, Bytes::from(junk)).is_err());
+}

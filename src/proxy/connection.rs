@@ -1,0 +1,402 @@
+//! One client connection: frames in, frames out, responses rewritten.
+//!
+//! Two loops run per connection. The request loop reads client frames,
+//! answers ApiVersions itself, refuses what kflip does not serve, records
+//! each request that expects a response in a FIFO, and forwards the frame.
+//! The response loop takes the FIFO in order (Kafka answers requests on one
+//! connection in order), reads the matching upstream response, checks its
+//! correlation id, rewrites it if its API carries addresses, and writes it.
+//!
+//! The connection belongs to the cluster that was active when it opened.
+//! When the active cluster changes or kflip shuts down, the request loop
+//! stops reading, in-flight requests get a bounded time to finish, and the
+//! connection closes; clients reconnect and reach the new cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::StrBytes;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::{listeners, upstream, ListenerKind, Shared, SwitchState};
+use crate::config::{ClusterName, ProxyConfig};
+use crate::kafka::api_name;
+use crate::protocol::api_versions;
+use crate::protocol::frame::{read_frame, Frame};
+use crate::protocol::header::{parse_request_head, produce_acks};
+use crate::protocol::rewrite::{NodeMap, Rewritable};
+use crate::protocol::versions::{policy, Handling, VersionTable};
+use crate::routing::RealNodeId;
+
+/// Upstream responses above this size are refused (Kafka frames are i32
+/// sized; fetch responses are bounded by the client's fetch.max.bytes).
+const MAX_RESPONSE: usize = i32::MAX as usize;
+
+/// Most requests a client may have in flight on one connection; the request
+/// loop stops reading when this many are waiting for responses.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// What the response loop must send next, in request order.
+enum Pending {
+    /// Read the response to this request from upstream.
+    Upstream {
+        correlation_id: i32,
+        api: ApiKey,
+        version: i16,
+        handling: Handling,
+    },
+    /// A response kflip made itself.
+    Local(Frame),
+}
+
+/// Why the request loop stopped reading.
+enum Stop {
+    /// The client closed its side.
+    ClientClosed,
+    /// The active cluster changed.
+    Switched(SwitchState),
+    /// kflip is shutting down.
+    Shutdown,
+}
+
+/// Serves one client connection until it closes.
+pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: ListenerKind) {
+    let state = shared.switch.borrow().clone();
+    let cfg = shared.proxy_config();
+    let cluster = state.active.clone();
+    let upstream = match connect(&shared, &cluster, kind, cfg.connect_timeout).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(%cluster, error = %e, "closing client: no upstream broker reachable");
+            return;
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("cluster", tracing::field::display(&cluster));
+    tracing::debug!(%cluster, epoch = state.epoch, "connection open");
+
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = upstream.into_split();
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let ctx = Ctx {
+        shared: shared.clone(),
+        cluster,
+        epoch: state.epoch,
+        cfg,
+    };
+    let mut requests = std::pin::pin!(request_loop(&ctx, cr, uw, tx));
+    let mut responses = std::pin::pin!(response_loop(&ctx, ur, cw, rx));
+    tokio::select! {
+        stop = &mut requests => {
+            let drain = match stop {
+                Ok(Stop::ClientClosed) => ctx.cfg.switch_drain,
+                Ok(Stop::Switched(next)) => {
+                    tracing::debug!(to = %next.active, epoch = next.epoch, "draining connection for switch");
+                    ctx.cfg.switch_drain
+                }
+                Ok(Stop::Shutdown) => ctx.cfg.shutdown_grace,
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing client connection");
+                    Duration::ZERO
+                }
+            };
+            match tokio::time::timeout(drain, &mut responses).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "closing client connection"),
+                Err(_) => tracing::warn!(bound = ?drain, "in-flight requests did not finish in time; closing"),
+                Ok(Ok(())) => {}
+            }
+        }
+        done = &mut responses => {
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "closing client connection");
+            }
+        }
+    }
+    tracing::debug!("connection closed");
+}
+
+async fn connect(
+    shared: &Shared,
+    cluster: &ClusterName,
+    kind: ListenerKind,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let mut last = String::from("no address");
+    for addr in upstream::targets(shared, cluster, kind)? {
+        match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: connect timed out after {timeout:?}"),
+        }
+    }
+    Err(last)
+}
+
+/// Per-connection context shared by both loops.
+struct Ctx {
+    shared: Arc<Shared>,
+    /// The cluster this connection forwards to.
+    cluster: ClusterName,
+    /// The switch epoch it was opened under.
+    epoch: u64,
+    /// Proxy settings when it opened.
+    cfg: ProxyConfig,
+}
+
+async fn request_loop(
+    ctx: &Ctx,
+    client: OwnedReadHalf,
+    mut upstream: OwnedWriteHalf,
+    tx: mpsc::Sender<Pending>,
+) -> Result<Stop, String> {
+    let mut client = BufReader::with_capacity(64 * 1024, client);
+    let mut switch = ctx.shared.switch.subscribe();
+    let mut versions: Option<VersionTable> = None;
+    let mut first = true;
+    loop {
+        let wait = if first {
+            ctx.cfg.handshake_timeout
+        } else {
+            ctx.cfg.idle_timeout
+        };
+        let frame = tokio::select! {
+            biased;
+            _ = ctx.shared.shutdown.cancelled() => return Ok(Stop::Shutdown),
+            changed = switch.changed() => {
+                let next = switch.borrow_and_update().clone();
+                if changed.is_ok() && next.epoch != ctx.epoch && next.active != ctx.cluster {
+                    return Ok(Stop::Switched(next));
+                }
+                continue;
+            }
+            read = tokio::time::timeout(wait, read_frame(&mut client, ctx.cfg.max_frame_bytes)) => match read {
+                Err(_) if first => return Err(format!("no request within proxy.handshake_timeout ({wait:?})")),
+                Err(_) => return Err(format!("idle for proxy.idle_timeout ({wait:?})")),
+                Ok(Err(e)) => return Err(format!("bad frame from client: {e}")),
+                Ok(Ok(None)) => return Ok(Stop::ClientClosed),
+                Ok(Ok(Some(f))) => f,
+            },
+        };
+        first = false;
+        let head =
+            parse_request_head(frame.payload()).map_err(|e| format!("bad request header: {e}"))?;
+        let span = tracing::debug_span!(
+            "request",
+            api_key = head.api_key,
+            correlation_id = head.correlation_id
+        );
+        let _enter = span.enter();
+        let api = ApiKey::try_from(head.api_key).map_err(|()| {
+            format!(
+                "unknown API key {} (kflip refuses keys it cannot decode)",
+                head.api_key
+            )
+        })?;
+        let (handling, _) = policy(api).ok_or_else(|| {
+            format!(
+                "{} (key {}) is not served through kflip",
+                api_name(head.api_key),
+                head.api_key
+            )
+        })?;
+        if handling == Handling::Local {
+            if versions.is_none() {
+                versions = Some(upstream::advertised_versions(&ctx.shared, &ctx.cluster).await?);
+            }
+            let table = versions.as_ref().expect("set above");
+            let answer = api_versions::answer(head.api_version, head.correlation_id, table);
+            tx.send(Pending::Local(answer))
+                .await
+                .map_err(|_| "response loop ended".to_string())?;
+            continue;
+        }
+        if versions.is_none() {
+            versions = Some(upstream::advertised_versions(&ctx.shared, &ctx.cluster).await?);
+        }
+        let range = versions
+            .as_ref()
+            .and_then(|t| t.get(&head.api_key).copied());
+        match range {
+            Some(r) if (r.min..=r.max).contains(&head.api_version) => {}
+            _ => {
+                return Err(format!(
+                    "{:?} v{} is not among the versions kflip advertised ({})",
+                    api,
+                    head.api_version,
+                    range
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "none".into())
+                ))
+            }
+        }
+        let expects_response = if api == ApiKey::Produce {
+            let body = &frame.payload()[head.body_offset.unwrap_or(0)..];
+            produce_acks(body, head.api_version).map_err(|e| format!("bad Produce request: {e}"))?
+                != 0
+        } else {
+            true
+        };
+        if expects_response {
+            let pending = Pending::Upstream {
+                correlation_id: head.correlation_id,
+                api,
+                version: head.api_version,
+                handling,
+            };
+            tx.send(pending)
+                .await
+                .map_err(|_| "response loop ended".to_string())?;
+        }
+        upstream
+            .write_all(&frame.0)
+            .await
+            .map_err(|e| format!("upstream write failed: {e}"))?;
+    }
+}
+
+async fn response_loop(
+    ctx: &Ctx,
+    upstream: OwnedReadHalf,
+    mut client: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+) -> Result<(), String> {
+    let mut upstream = BufReader::with_capacity(64 * 1024, upstream);
+    while let Some(pending) = rx.recv().await {
+        let out = match pending {
+            Pending::Local(frame) => frame.0.freeze(),
+            Pending::Upstream {
+                correlation_id,
+                api,
+                version,
+                handling,
+            } => {
+                let frame = read_frame(&mut upstream, MAX_RESPONSE)
+                    .await
+                    .map_err(|e| format!("upstream {}: {e}", ctx.cluster))?
+                    .ok_or_else(|| {
+                        format!(
+                            "upstream {} closed the connection with requests in flight",
+                            ctx.cluster
+                        )
+                    })?;
+                let got = frame
+                    .payload()
+                    .get(..4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                if got != Some(correlation_id) {
+                    return Err(format!(
+                        "upstream response correlation id {got:?} does not match request {correlation_id}"
+                    ));
+                }
+                let frame = frame.0.freeze();
+                if handling == Handling::Rewrite {
+                    rewrite(ctx, api, version, frame).await?
+                } else {
+                    frame
+                }
+            }
+        };
+        client
+            .write_all(&out)
+            .await
+            .map_err(|e| format!("client write failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Rewrites a response frame (with its length prefix).
+async fn rewrite(ctx: &Ctx, api: ApiKey, version: i16, frame: Bytes) -> Result<Bytes, String> {
+    let decoded = Rewritable::decode(api, version, frame.slice(4..)).map_err(|e| e.to_string())?;
+    let Some(mut msg) = decoded else {
+        return Ok(frame);
+    };
+    let announced = msg.brokers();
+    if !announced.is_empty() {
+        let brokers: Vec<_> = announced
+            .iter()
+            .map(|a| {
+                (
+                    RealNodeId(a.node_id),
+                    crate::routing::BrokerAddr {
+                        host: a.host.clone(),
+                        port: a.port,
+                    },
+                )
+            })
+            .collect();
+        for slot in ctx.shared.topology.learn(&ctx.cluster, &brokers) {
+            match slot {
+                Ok(slot) => {
+                    listeners::ensure(&ctx.shared, slot)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Err(e) => tracing::error!(error = %e, "broker not exposed"),
+            }
+        }
+    }
+    let map = ConnMap {
+        ctx,
+        host: StrBytes::from_string(ctx.cfg.advertised_host.clone()),
+    };
+    if !msg.rewrite(&map) {
+        return Ok(frame);
+    }
+    Ok(msg.encode().map_err(|e| e.to_string())?.freeze())
+}
+
+/// Maps one cluster's node ids onto kflip's virtual brokers.
+struct ConnMap<'a> {
+    ctx: &'a Ctx,
+    host: StrBytes,
+}
+
+impl NodeMap for ConnMap<'_> {
+    fn node(&self, real: i32) -> i32 {
+        match self
+            .ctx
+            .shared
+            .topology
+            .virtual_id(&self.ctx.cluster, RealNodeId(real))
+        {
+            Ok(v) => v.0,
+            Err(e) => {
+                tracing::error!(error = %e, "broker not exposed");
+                -1
+            }
+        }
+    }
+
+    fn endpoint(&self, real: i32) -> (StrBytes, i32) {
+        let slot = self
+            .ctx
+            .shared
+            .topology
+            .virtual_id(&self.ctx.cluster, RealNodeId(real));
+        // Every announced broker had its listener bound before rewriting; an
+        // unannounced one is pointed at the bootstrap listener, never at a
+        // real address.
+        let port = slot
+            .ok()
+            .and_then(|s| self.ctx.shared.listeners.port(s))
+            .unwrap_or_else(|| {
+                self.ctx
+                    .shared
+                    .bootstrap_port
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            });
+        (self.host.clone(), i32::from(port))
+    }
+
+    fn cluster_id(&self) -> StrBytes {
+        StrBytes::from_string(self.ctx.cfg.cluster_id.clone())
+    }
+}

@@ -1,0 +1,224 @@
+//! The proxy: listeners, per-connection forwarding, and the reaction to
+//! config changes (a new `proxy.active` moves every client).
+//!
+//! Layout:
+//! - [`listeners`]: the bootstrap listener and one lazily bound listener per
+//!   virtual broker, each with an accept loop and the connection cap;
+//! - [`connection`]: one task per client connection, pumping frames to one
+//!   upstream broker and rewriting responses;
+//! - [`upstream`]: what kflip itself asks the clusters (API versions, brokers).
+
+mod connection;
+mod listeners;
+mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ClusterName, Config, ConfigError, ProxyConfig};
+use crate::protocol::versions::VersionTable;
+use crate::routing::Topology;
+
+pub use listeners::ListenerKind;
+
+/// Which cluster clients go to, and how many times that changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwitchState {
+    /// Bumped on every change of the active cluster. Connections opened under
+    /// an older epoch are drained and closed; a later issue carries it to
+    /// other proxies and into consumer fencing.
+    pub epoch: u64,
+    /// The cluster clients are forwarded to.
+    pub active: ClusterName,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The config has no usable proxy section.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every listener and connection.
+pub(crate) struct Shared {
+    /// The latest valid config.
+    config: watch::Receiver<Arc<Config>>,
+    /// Proxy settings that need a restart to change (listeners); kept from
+    /// startup so a reload cannot half-apply them.
+    startup: ProxyConfig,
+    /// Active cluster and switch epoch.
+    switch: watch::Sender<SwitchState>,
+    /// Virtual node slots per cluster.
+    topology: Topology,
+    /// Virtual broker listeners by slot.
+    listeners: listeners::BrokerListeners,
+    /// ApiVersions of each cluster that answered.
+    versions: Mutex<HashMap<ClusterName, Arc<VersionTable>>>,
+    /// Client connections being served.
+    connections: AtomicUsize,
+    /// The bootstrap listener's bound port.
+    bootstrap_port: AtomicU16,
+    /// Cancelled on SIGTERM/SIGINT.
+    shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+impl Shared {
+    /// The current proxy settings (validation guarantees the section exists
+    /// in every published snapshot; fall back to startup's if not).
+    fn proxy_config(&self) -> ProxyConfig {
+        self.config
+            .borrow()
+            .proxy
+            .clone()
+            .unwrap_or_else(|| self.startup.clone())
+    }
+}
+
+/// A running proxy.
+pub struct ProxyHandle {
+    /// The bootstrap listener's bound address.
+    pub bootstrap: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl ProxyHandle {
+    /// The current switch state.
+    pub fn switch_state(&self) -> SwitchState {
+        self.shared.switch.borrow().clone()
+    }
+
+    /// Client connections open now.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every connection has drained after `shutdown` was
+    /// cancelled, at most `proxy.shutdown_grace` (plus a second).
+    pub async fn drained(&self) {
+        self.shared.tasks.close();
+        let bound = self.shared.proxy_config().shutdown_grace + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(bound, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.connections(),
+                "shutdown grace expired; closing remaining connections"
+            );
+        }
+    }
+}
+
+/// Starts the proxy on the config in `config`, following its changes until
+/// `shutdown` is cancelled.
+pub async fn start(
+    config: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) -> Result<ProxyHandle, ProxyError> {
+    let cfg = config.borrow().clone();
+    let p = cfg.require_proxy()?.clone();
+    let (switch, _) = watch::channel(SwitchState {
+        epoch: 0,
+        active: p.active.clone(),
+    });
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        topology: Topology::new(p.max_brokers as usize),
+        listeners: listeners::BrokerListeners::new(&p),
+        startup: p.clone(),
+        switch,
+        versions: Mutex::new(HashMap::new()),
+        connections: AtomicUsize::new(0),
+        bootstrap_port: AtomicU16::new(p.listen_port),
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+    });
+    let bootstrap = listeners::bind_bootstrap(&shared).await?;
+    tracing::info!(
+        listen = %bootstrap,
+        active = %p.active,
+        advertised_host = %p.advertised_host,
+        "proxy listening"
+    );
+    tokio::spawn(upstream::discover(shared.clone(), p.active.clone()));
+    tokio::spawn(follow_config(shared.clone(), config));
+    Ok(ProxyHandle { bootstrap, shared })
+}
+
+/// Applies config changes: a new active cluster bumps the switch epoch.
+async fn follow_config(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Config>>) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            changed = config.changed() => if changed.is_err() { return },
+        }
+        let cfg = config.borrow_and_update().clone();
+        let Some(p) = cfg.proxy.as_ref() else {
+            tracing::warn!("reloaded config has no proxy section; the proxy keeps its settings");
+            continue;
+        };
+        warn_restart_needed(&shared.startup, p);
+        let previous = shared.switch.borrow().clone();
+        if p.active != previous.active {
+            let next = SwitchState {
+                epoch: previous.epoch + 1,
+                active: p.active.clone(),
+            };
+            tracing::info!(
+                from = %previous.active,
+                to = %next.active,
+                epoch = next.epoch,
+                "switching active cluster"
+            );
+            shared.switch.send_replace(next);
+            tokio::spawn(upstream::discover(shared.clone(), p.active.clone()));
+        }
+        // Clusters added or changed on reload are probed afresh.
+        let known: Vec<ClusterName> = cfg.clusters.keys().cloned().collect();
+        shared
+            .versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| known.contains(name));
+    }
+}
+
+fn warn_restart_needed(startup: &ProxyConfig, now: &ProxyConfig) {
+    let fields = [
+        (
+            "proxy.listen",
+            startup.listen_host != now.listen_host || startup.listen_port != now.listen_port,
+        ),
+        (
+            "proxy.advertised_host",
+            startup.advertised_host != now.advertised_host,
+        ),
+        (
+            "proxy.broker_port_base",
+            startup.broker_port_base != now.broker_port_base,
+        ),
+        ("proxy.max_brokers", startup.max_brokers != now.max_brokers),
+    ];
+    for (key, changed) in fields {
+        if changed {
+            tracing::warn!(key, "changed in the config file; restart kflip to apply it");
+        }
+    }
+}
