@@ -5,16 +5,12 @@
 
 use kafka_protocol::messages::ApiKey;
 
-/// Why a request could not be understood.
+use super::varint::Reader;
+
+/// Why a request could not be understood: names the field.
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum HeaderError {
-    /// The frame ends before the field it should hold.
-    #[error("request is truncated: {0}")]
-    Truncated(&'static str),
-    /// A length or varint is malformed.
-    #[error("request is malformed: {0}")]
-    Malformed(&'static str),
-}
+#[error("request is malformed or truncated at {0}")]
+pub struct HeaderError(pub &'static str);
 
 /// The routing-relevant part of a request header.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,94 +25,24 @@ pub struct RequestHead {
     pub body_offset: Option<usize>,
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], HeaderError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(HeaderError::Truncated(what))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn i16(&mut self, what: &'static str) -> Result<i16, HeaderError> {
-        let b = self.take(2, what)?;
-        Ok(i16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn i32(&mut self, what: &'static str) -> Result<i32, HeaderError> {
-        let b = self.take(4, what)?;
-        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn uvarint(&mut self, what: &'static str) -> Result<u32, HeaderError> {
-        let mut value: u32 = 0;
-        for shift in (0..35).step_by(7) {
-            let b = self.take(1, what)?[0];
-            value |= u32::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(HeaderError::Malformed(what))
-    }
-
-    fn nullable_string(&mut self, what: &'static str) -> Result<(), HeaderError> {
-        let len = self.i16(what)?;
-        if len > 0 {
-            self.take(len as usize, what)?;
-        } else if len < -1 {
-            return Err(HeaderError::Malformed(what));
-        }
-        Ok(())
-    }
-
-    fn compact_nullable_string(&mut self, what: &'static str) -> Result<(), HeaderError> {
-        let len = self.uvarint(what)?;
-        if len > 1 {
-            self.take(len as usize - 1, what)?;
-        }
-        Ok(())
-    }
-
-    fn tagged_fields(&mut self, what: &'static str) -> Result<(), HeaderError> {
-        let n = self.uvarint(what)?;
-        for _ in 0..n {
-            self.uvarint(what)?;
-            let size = self.uvarint(what)?;
-            self.take(size as usize, what)?;
-        }
-        Ok(())
-    }
-}
-
 /// Parses the request header at the start of `payload` (the frame without
 /// its length prefix).
 pub fn parse_request_head(payload: &[u8]) -> Result<RequestHead, HeaderError> {
-    let mut c = Cursor {
-        buf: payload,
-        pos: 0,
-    };
-    let api_key = c.i16("api_key")?;
-    let api_version = c.i16("api_version")?;
-    let correlation_id = c.i32("correlation_id")?;
+    let mut r = Reader::new(payload, 0);
+    let api_key = r.i16().map_err(|_| HeaderError("api_key"))?;
+    let api_version = r.i16().map_err(|_| HeaderError("api_version"))?;
+    let correlation_id = r.i32().map_err(|_| HeaderError("correlation_id"))?;
     let body_offset = match ApiKey::try_from(api_key) {
         Ok(key) => {
             let header_version = key.request_header_version(api_version);
             if header_version >= 1 {
-                c.nullable_string("client_id")?;
+                r.nullable_string().map_err(|_| HeaderError("client_id"))?;
             }
             if header_version >= 2 {
-                c.tagged_fields("header tagged fields")?;
+                r.skip_tagged()
+                    .map_err(|_| HeaderError("header tagged fields"))?;
             }
-            Some(c.pos)
+            Some(r.pos())
         }
         Err(()) => None,
     };
@@ -131,13 +57,14 @@ pub fn parse_request_head(payload: &[u8]) -> Result<RequestHead, HeaderError> {
 /// Reads `acks` from a Produce request body (versions 3 and later, the only
 /// ones kflip advertises). acks=0 requests get no response.
 pub fn produce_acks(body: &[u8], version: i16) -> Result<i16, HeaderError> {
-    let mut c = Cursor { buf: body, pos: 0 };
+    let mut r = Reader::new(body, 0);
     if version >= 9 {
-        c.compact_nullable_string("transactional_id")?;
-    } else if version >= 3 {
-        c.nullable_string("transactional_id")?;
+        r.nullable_string_compact()
+    } else {
+        r.nullable_string()
     }
-    c.i16("acks")
+    .map_err(|_| HeaderError("transactional_id"))?;
+    r.i16().map_err(|_| HeaderError("acks"))
 }
 
 #[cfg(test)]

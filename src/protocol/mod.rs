@@ -2,9 +2,11 @@
 //! the API policy and versions, and the response rewrite filters.
 
 pub mod api_versions;
+pub mod fetch;
 pub mod frame;
 pub mod header;
 pub mod rewrite;
+pub mod varint;
 pub mod versions;
 
 #[cfg(test)]

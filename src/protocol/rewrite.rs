@@ -1,7 +1,8 @@
 //! Response rewriting: one filter per API key that carries broker addresses,
 //! node ids, the cluster id, topic ids or leader epochs.
 //!
-//! A response is decoded once ([`Rewritable::decode`]); the proxy then asks
+//! Fetch responses, the hot path, are patched in place by [`super::fetch`]
+//! instead. Other responses are decoded once ([`Rewritable::decode`]); the proxy then asks
 //! which brokers it announces ([`Rewritable::brokers`]) so that it can open a
 //! virtual listener for each; finally [`Rewritable::rewrite`] maps every id
 //! and address through a [`NodeMap`] and the message is re-encoded at the
@@ -25,7 +26,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeClusterResponse, DescribeTopicPartitionsResponse, FetchResponse,
+    ApiKey, BrokerId, DescribeClusterResponse, DescribeTopicPartitionsResponse,
     FindCoordinatorResponse, MetadataResponse, ProduceResponse, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -77,8 +78,6 @@ pub enum Body {
     DescribeTopicPartitions(DescribeTopicPartitionsResponse),
     /// Produce (KIP-951 leader hints).
     Produce(ProduceResponse),
-    /// Fetch (KIP-951 leader hints, preferred read replica).
-    Fetch(FetchResponse),
 }
 
 /// A response frame decoded for rewriting.
@@ -120,7 +119,6 @@ impl Rewritable {
                 Body::DescribeTopicPartitions(Decodable::decode(&mut buf, version).map_err(err)?)
             }
             ApiKey::Produce => Body::Produce(Decodable::decode(&mut buf, version).map_err(err)?),
-            ApiKey::Fetch => Body::Fetch(Decodable::decode(&mut buf, version).map_err(err)?),
             _ => return Ok(None),
         };
         if buf.has_remaining() {
@@ -175,11 +173,6 @@ impl Rewritable {
                 out
             }
             Body::Produce(m) => m
-                .node_endpoints
-                .iter()
-                .map(|n| a(n.node_id.0, &n.host, n.port))
-                .collect(),
-            Body::Fetch(m) => m
                 .node_endpoints
                 .iter()
                 .map(|n| a(n.node_id.0, &n.host, n.port))
@@ -282,32 +275,6 @@ impl Rewritable {
                 }
                 changed
             }
-            Body::Fetch(m) => {
-                let mut changed = !m.node_endpoints.is_empty();
-                for n in &mut m.node_endpoints {
-                    (n.host, n.port) = map.endpoint(n.node_id.0);
-                    n.node_id.0 = map.node(n.node_id.0);
-                }
-                for t in &mut m.responses {
-                    if !t.topic_id.is_nil() {
-                        t.topic_id = Uuid::nil();
-                        changed = true;
-                    }
-                    for p in &mut t.partitions {
-                        let l = &mut p.current_leader;
-                        if l.leader_id.0 != -1 || l.leader_epoch != -1 {
-                            l.leader_id.0 = map.node(l.leader_id.0);
-                            l.leader_epoch = -1;
-                            changed = true;
-                        }
-                        if p.preferred_read_replica.0 != -1 {
-                            p.preferred_read_replica.0 = map.node(p.preferred_read_replica.0);
-                            changed = true;
-                        }
-                    }
-                }
-                changed
-            }
         }
     }
 
@@ -330,7 +297,6 @@ impl Rewritable {
             Body::DescribeCluster(m) => m.encode(&mut buf, version),
             Body::DescribeTopicPartitions(m) => m.encode(&mut buf, version),
             Body::Produce(m) => m.encode(&mut buf, version),
-            Body::Fetch(m) => m.encode(&mut buf, version),
         }
         .map_err(err)?;
         let len = (buf.len() - 4) as i32;

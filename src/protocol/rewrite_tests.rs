@@ -17,10 +17,12 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeClusterResponse, FetchResponse, FindCoordinatorResponse,
     MetadataResponse, ProduceResponse, ResponseHeader, TopicName,
 };
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use uuid::Uuid;
 
+use super::fetch::rewrite_fetch;
 use super::rewrite::{NodeMap, Rewritable};
+use super::varint::put_uvarint;
 
 const REAL_HOST: &str = "real-broker.internal";
 const REAL_CLUSTER: &str = "real-cluster-id";
@@ -264,50 +266,69 @@ fn produce_leader_hints_and_node_endpoints() {
     }
 }
 
+fn fetch_frame(v: i16) -> BytesMut {
+    let mut part = PartitionData::default()
+        .with_partition_index(0)
+        .with_records(Some(Bytes::from_static(b"opaque-record-batch")));
+    if v >= 11 {
+        part = part.with_preferred_read_replica(BrokerId(101));
+    }
+    if v >= 12 {
+        part = part.with_current_leader(
+            LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(100))
+                .with_leader_epoch(9),
+        );
+    }
+    let mut topic = FetchableTopicResponse::default().with_partitions(vec![part.clone(), part]);
+    if v >= 13 {
+        topic = topic.with_topic_id(Uuid::from_u128(0xbeef));
+    } else {
+        topic = topic.with_topic(TopicName(s("orders")));
+    }
+    let mut body = FetchResponse::default().with_responses(vec![topic]);
+    if v >= 16 {
+        body = body.with_node_endpoints(vec![NodeEndpoint::default()
+            .with_node_id(BrokerId(100))
+            .with_host(s(REAL_HOST))
+            .with_port(19092)]);
+    }
+    let payload = frame(ApiKey::Fetch, v, &body);
+    let mut out = BytesMut::new();
+    out.put_i32(payload.len() as i32);
+    out.put_slice(&payload);
+    out
+}
+
+fn decode_fetch(v: i16, frame: &BytesMut) -> FetchResponse {
+    let len = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    assert_eq!(len, frame.len() - 4);
+    let mut b = Bytes::copy_from_slice(&frame[4..]);
+    ResponseHeader::decode(&mut b, ApiKey::Fetch.response_header_version(v)).unwrap();
+    let m = FetchResponse::decode(&mut b, v).unwrap();
+    assert!(b.is_empty());
+    m
+}
+
 #[test]
-fn fetch_preferred_replica_leader_hints_node_endpoints_and_topic_ids() {
+fn fetch_is_patched_in_place_at_every_version() {
     for v in 4..=17 {
-        let mut part = PartitionData::default()
-            .with_partition_index(0)
-            .with_records(Some(Bytes::from_static(b"opaque-record-batch")));
-        if v >= 11 {
-            part = part.with_preferred_read_replica(BrokerId(101));
-        }
-        if v >= 12 {
-            part = part.with_current_leader(
-                LeaderIdAndEpoch::default()
-                    .with_leader_id(BrokerId(100))
-                    .with_leader_epoch(9),
-            );
-        }
-        let mut topic = FetchableTopicResponse::default().with_partitions(vec![part]);
-        if v >= 13 {
-            topic = topic.with_topic_id(Uuid::from_u128(0xbeef));
-        } else {
-            topic = topic.with_topic(TopicName(s("orders")));
-        }
-        let mut body = FetchResponse::default().with_responses(vec![topic]);
-        if v >= 16 {
-            body = body.with_node_endpoints(vec![NodeEndpoint::default()
-                .with_node_id(BrokerId(100))
-                .with_host(s(REAL_HOST))
-                .with_port(19092)]);
-        }
-        let (r, out) = run(ApiKey::Fetch, v, frame(ApiKey::Fetch, v, &body));
-        assert_clean(&out);
-        let super::rewrite::Body::Fetch(m) = r.body() else {
-            panic!()
-        };
-        let p = &m.responses[0].partitions[0];
-        assert_eq!(p.records.as_deref(), Some(&b"opaque-record-batch"[..]));
-        if v >= 11 {
-            assert_eq!(p.preferred_read_replica.0, 1);
-        }
-        if v >= 12 {
-            assert_eq!(
-                (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
-                (0, -1)
-            );
+        let mut f = fetch_frame(v);
+        let changed = rewrite_fetch(&mut f, v, &Fake).unwrap();
+        assert_eq!(changed, v >= 11, "v{v}");
+        assert_clean(&f);
+        let m = decode_fetch(v, &f);
+        for p in &m.responses[0].partitions {
+            assert_eq!(p.records.as_deref(), Some(&b"opaque-record-batch"[..]));
+            if v >= 11 {
+                assert_eq!(p.preferred_read_replica.0, 1);
+            }
+            if v >= 12 {
+                assert_eq!(
+                    (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+                    (0, -1)
+                );
+            }
         }
         if v >= 13 {
             assert!(m.responses[0].topic_id.is_nil());
@@ -317,6 +338,50 @@ fn fetch_preferred_replica_leader_hints_node_endpoints_and_topic_ids() {
                 (m.node_endpoints[0].node_id.0, m.node_endpoints[0].port),
                 (0, 9100)
             );
+            assert_eq!(m.node_endpoints[0].host.as_str(), "proxy.local");
+        }
+    }
+}
+
+/// Some brokers (tansu 0.6) send `node_endpoints` in Fetch v12, before the
+/// version that defines it. It must be rewritten all the same.
+#[test]
+fn fetch_endpoints_in_an_early_version_are_rewritten_too() {
+    let mut f = fetch_frame(12);
+    assert_eq!(f[f.len() - 1], 0, "no top-level tags yet");
+    f.truncate(f.len() - 1);
+    let mut ep = BytesMut::new();
+    put_uvarint(&mut ep, 2); // one endpoint
+    ep.put_i32(102);
+    put_uvarint(&mut ep, REAL_HOST.len() as u32 + 1);
+    ep.put_slice(REAL_HOST.as_bytes());
+    ep.put_i32(19092);
+    put_uvarint(&mut ep, 0); // null rack
+    put_uvarint(&mut ep, 0); // no tags
+    put_uvarint(&mut f, 1);
+    put_uvarint(&mut f, 0);
+    put_uvarint(&mut f, ep.len() as u32);
+    f.put_slice(&ep);
+    let len = (f.len() - 4) as i32;
+    f[..4].copy_from_slice(&len.to_be_bytes());
+    assert!(rewrite_fetch(&mut f, 12, &Fake).unwrap());
+    assert_clean(&f);
+    assert!(String::from_utf8_lossy(&f).contains("proxy.local"));
+}
+
+#[test]
+fn fetch_garbage_is_an_error_not_a_panic() {
+    let good = fetch_frame(12);
+    for cut in 4..good.len() {
+        let mut f = BytesMut::from(&good[..cut]);
+        assert!(rewrite_fetch(&mut f, 12, &Fake).is_err(), "cut at {cut}");
+    }
+    for seed in 0u32..500 {
+        let mut f: BytesMut = (0..80)
+            .map(|i| (seed.wrapping_mul(2654435761).rotate_left(i) & 0xff) as u8)
+            .collect();
+        for v in [4, 11, 12, 16] {
+            let _ = rewrite_fetch(&mut f, v, &Fake);
         }
     }
 }

@@ -26,11 +26,11 @@ use tokio::sync::mpsc;
 use super::{listeners, upstream, ListenerKind, Shared, SwitchState};
 use crate::config::{ClusterName, ProxyConfig};
 use crate::kafka::api_name;
-use crate::protocol::api_versions;
 use crate::protocol::frame::{read_frame, Frame};
 use crate::protocol::header::{parse_request_head, produce_acks};
 use crate::protocol::rewrite::{NodeMap, Rewritable};
 use crate::protocol::versions::{policy, Handling, VersionTable};
+use crate::protocol::{api_versions, fetch};
 use crate::routing::RealNodeId;
 
 /// Upstream responses above this size are refused (Kafka frames are i32
@@ -296,11 +296,16 @@ async fn response_loop(
                         "upstream response correlation id {got:?} does not match request {correlation_id}"
                     ));
                 }
-                let frame = frame.0.freeze();
-                if handling == Handling::Rewrite {
-                    rewrite(ctx, api, version, frame).await?
-                } else {
-                    frame
+                match handling {
+                    Handling::Rewrite if api == ApiKey::Fetch => {
+                        let mut frame = frame.0;
+                        let map = ConnMap::new(ctx);
+                        fetch::rewrite_fetch(&mut frame, version, &map)
+                            .map_err(|e| e.to_string())?;
+                        frame.freeze()
+                    }
+                    Handling::Rewrite => rewrite(ctx, api, version, frame.0.freeze()).await?,
+                    _ => frame.0.freeze(),
                 }
             }
         };
@@ -343,10 +348,7 @@ async fn rewrite(ctx: &Ctx, api: ApiKey, version: i16, frame: Bytes) -> Result<B
             }
         }
     }
-    let map = ConnMap {
-        ctx,
-        host: StrBytes::from_string(ctx.cfg.advertised_host.clone()),
-    };
+    let map = ConnMap::new(ctx);
     if !msg.rewrite(&map) {
         return Ok(frame);
     }
@@ -357,6 +359,15 @@ async fn rewrite(ctx: &Ctx, api: ApiKey, version: i16, frame: Bytes) -> Result<B
 struct ConnMap<'a> {
     ctx: &'a Ctx,
     host: StrBytes,
+}
+
+impl<'a> ConnMap<'a> {
+    fn new(ctx: &'a Ctx) -> Self {
+        ConnMap {
+            ctx,
+            host: StrBytes::from_string(ctx.cfg.advertised_host.clone()),
+        }
+    }
 }
 
 impl NodeMap for ConnMap<'_> {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything kflip's tests, benchmarks and demo need, once.
+# Idempotent: each step checks before it installs, and results are cached
+# under $KFLIP_CACHE (default ~/.cache/kflip).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="${KFLIP_CACHE:-$HOME/.cache/kflip}"
+mkdir -p "$cache"
+
+# Debian packages: kcat (a librdkafka CLI client).
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "installing Debian packages: kcat" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq kcat >&2
+fi
+
+# Python clients, pinned.
+PY_PKGS="confluent-kafka==2.16.1 kafka-python==3.0.12"
+if ! python3 -c 'import confluent_kafka, kafka' >/dev/null 2>&1; then
+  echo "installing Python clients: $PY_PKGS" >&2
+  python3 -m pip install -q --disable-pip-version-check $PY_PKGS >&2
+fi
+
+# The tansu broker (built once from crates.io, ~8 minutes on 2 cores).
+"$here/install-tansu.sh" >/dev/null

@@ -1,0 +1,291 @@
+//! Test harness: real tansu brokers and a real kflip process on ephemeral
+//! 127.0.0.1 ports, plus helpers to poll with a deadline.
+//!
+//! Every integration test file does `mod support;` and uses what it needs.
+#![allow(dead_code)]
+
+pub mod clients;
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `f` every 25 ms until it returns `Some`, or panics after `limit`
+/// naming `what`. Tests synchronise with this, never with fixed sleeps.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// The tansu binary: `$KFLIP_TANSU`, or the cache that scripts/install-tansu.sh fills.
+pub fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KFLIP_TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cache = std::env::var("KFLIP_CACHE").unwrap_or_else(|_| format!("{home}/.cache/kflip"));
+    let p = PathBuf::from(cache).join("tansu-0.6.0/bin/tansu");
+    assert!(
+        p.exists(),
+        "tansu is not installed at {}; run scripts/install-deps.sh",
+        p.display()
+    );
+    p
+}
+
+/// Storage engine for test brokers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Storage {
+    /// sqlite: correct ListOffsets; use for anything that checks offsets.
+    Sqlite,
+    /// memory: fastest; used by throughput benchmarks.
+    Memory,
+}
+
+/// A tansu broker process: one single-broker cluster.
+pub struct Broker {
+    child: Option<Child>,
+    /// Its listener port.
+    pub port: u16,
+    /// Its cluster id.
+    pub cluster_id: String,
+    dir: tempfile::TempDir,
+    storage: Storage,
+}
+
+impl Broker {
+    /// Starts a sqlite-backed broker and waits until it answers.
+    pub fn start(cluster_id: &str) -> Broker {
+        Broker::start_with(cluster_id, Storage::Sqlite)
+    }
+
+    /// Starts a broker with the given storage engine.
+    pub fn start_with(cluster_id: &str, storage: Storage) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            cluster_id: cluster_id.to_string(),
+            dir,
+            storage,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let engine = match self.storage {
+            Storage::Sqlite => "sqlite://broker.db".to_string(),
+            Storage::Memory => format!("memory://{}/", self.cluster_id),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .expect("broker log");
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--cluster-id", &self.cluster_id])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &engine])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let addr = self.addr();
+        wait_for(
+            &format!("tansu {} on {addr}", self.cluster_id),
+            Duration::from_secs(30),
+            || TcpStream::connect(&addr).ok().map(|_| ()),
+        );
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker process (disaster).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts a killed broker on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The broker's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Two clusters, dc1 and dc2, each one tansu broker.
+pub struct TwoClusters {
+    /// dc1.
+    pub dc1: Broker,
+    /// dc2.
+    pub dc2: Broker,
+}
+
+impl TwoClusters {
+    /// Starts both.
+    pub fn start() -> TwoClusters {
+        TwoClusters {
+            dc1: Broker::start("dc1"),
+            dc2: Broker::start("dc2"),
+        }
+    }
+
+    /// A kflip config for these clusters with `extra` lines under `proxy:`.
+    pub fn config(&self, listen_port: u16, active: &str, extra: &str) -> String {
+        format!(
+            "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:{listen_port}\"\n  active: {active}\n{extra}",
+            self.dc1.addr(),
+            self.dc2.addr()
+        )
+    }
+}
+
+/// A kflip process running `kflip proxy` on a config file it owns.
+pub struct Kflip {
+    child: Option<Child>,
+    /// The bootstrap listener port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Kflip {
+    /// Writes `yaml` (whose `proxy.listen` must use `port`) and starts kflip.
+    pub fn start(yaml: &str, port: u16) -> Kflip {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = Kflip {
+            child: None,
+            port,
+            dir,
+        };
+        k.write_config(yaml);
+        let mut k = k;
+        let log = std::fs::File::create(k.dir.path().join("kflip.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kflip"))
+            .args(["proxy", "--config"])
+            .arg(k.config_path())
+            .env("KFLIP_LOG", "kflip=debug,info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start kflip");
+        k.child = Some(child);
+        let addr = k.addr();
+        wait_for(&format!("kflip on {addr}"), Duration::from_secs(20), || {
+            TcpStream::connect(&addr).ok().map(|_| ())
+        });
+        k
+    }
+
+    /// The config file's path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("kflip.yaml")
+    }
+
+    /// Replaces the config file atomically (write + rename), as an editor or
+    /// Kubernetes would.
+    pub fn write_config(&self, yaml: &str) {
+        let tmp = self.dir.path().join(".kflip.yaml.tmp");
+        let mut f = std::fs::File::create(&tmp).expect("write config");
+        f.write_all(yaml.as_bytes()).expect("write config");
+        f.sync_all().ok();
+        std::fs::rename(&tmp, self.config_path()).expect("rename config");
+    }
+
+    /// `127.0.0.1:port` of the bootstrap listener.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Everything kflip logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kflip.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_for(&format!("kflip log line {needle:?}"), limit, || {
+            self.log().contains(needle).then_some(())
+        });
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let status = wait_for("kflip to exit", Duration::from_secs(20), || {
+            c.try_wait().ok().flatten()
+        });
+        status.code()
+    }
+
+    /// A path inside kflip's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Kflip {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- kflip log ---\n{}", self.log());
+        }
+    }
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
