@@ -21,6 +21,9 @@ use super::{load, Config};
 /// Kubernetes write in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
+/// A directory that never goes quiet still gets reloaded this often.
+const MAX_DEBOUNCE: Duration = Duration::from_millis(1000);
+
 /// How often the file is re-read even without a change event, in case an
 /// event was lost (network filesystems, overflowing inotify queues).
 const POLL: Duration = Duration::from_secs(10);
@@ -42,9 +45,12 @@ pub async fn watch_config(
     stop: CancellationToken,
 ) -> Result<(), notify::Error> {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            let _ = ev_tx.send(());
+        if let Ok(ev) = res {
+            if ev.paths.iter().any(|p| concerns_config(p, name.as_deref())) {
+                let _ = ev_tx.send(());
+            }
         }
     })?;
     let dir = watch_dir(&path);
@@ -57,12 +63,29 @@ pub async fn watch_config(
                 if ev.is_none() {
                     return Ok(());
                 }
-                // Debounce: wait until no event arrived for DEBOUNCE.
-                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {}
+                // Debounce: wait until no event arrived for DEBOUNCE, but
+                // never longer than MAX_DEBOUNCE in all.
+                let until = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                while tokio::time::Instant::now() < until {
+                    match tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {
+                        Ok(Some(())) => continue,
+                        _ => break,
+                    }
+                }
             }
             _ = tokio::time::sleep(POLL) => {}
         }
         reload_once(&path, &tx, &status);
+    }
+}
+
+/// Whether an event on `p` may change the config: the file itself, or the
+/// `..data`-style entries through which Kubernetes swaps a ConfigMap.
+/// Other files in the directory (logs, say) are ignored.
+fn concerns_config(p: &Path, name: Option<&std::ffi::OsStr>) -> bool {
+    match p.file_name() {
+        Some(f) => Some(f) == name || f.to_string_lossy().starts_with(".."),
+        None => true,
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod raw;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,166 @@
+//! Editing `proxy.active` moves a running producer to the other cluster
+//! without restarting it.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
+use support::clients::{self, create_topic};
+use support::{free_port, wait_for, Kflip, TwoClusters};
+
+#[derive(Default, Clone)]
+struct Deliveries {
+    ok: Arc<Mutex<Vec<String>>>,
+    failed: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(m) => self
+                .ok
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(m.payload().unwrap()).into()),
+            Err((e, m)) => self.failed.lock().unwrap().push(format!(
+                "{}: {e}",
+                String::from_utf8_lossy(m.payload().unwrap())
+            )),
+        }
+    }
+}
+
+fn high_watermark(bootstrap: &str, topic: &str) -> i64 {
+    let c: BaseConsumer = clients::config(bootstrap).create().unwrap();
+    (0..2)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map(|w| w.1)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn flipping_active_moves_a_running_producer_to_dc2() {
+    let dcs = TwoClusters::start();
+    for b in [&dcs.dc1, &dcs.dc2] {
+        create_topic(&b.addr(), "flip", 2);
+    }
+    let port = free_port();
+    let k = Kflip::start(&dcs.config(port, "dc1", ""), port);
+
+    let ctx = Deliveries::default();
+    let producer: ThreadedProducer<Deliveries> = clients::config(&k.addr())
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000")
+        .create_with_context(ctx.clone())
+        .unwrap();
+    let producer = Arc::new(producer);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (producer, stop) = (producer.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let v = format!("m-{i}");
+                if producer
+                    .send(BaseRecord::to("flip").key(&v).payload(&v))
+                    .is_ok()
+                {
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            i
+        })
+    };
+
+    wait_for("deliveries to dc1", Duration::from_secs(30), || {
+        (ctx.ok.lock().unwrap().len() >= 100).then_some(())
+    });
+    assert_eq!(
+        high_watermark(&dcs.dc2.addr(), "flip"),
+        0,
+        "nothing on dc2 before the flip"
+    );
+
+    k.write_config(&dcs.config(port, "dc2", ""));
+    k.wait_log("switching active cluster", Duration::from_secs(10));
+    let before = ctx.ok.lock().unwrap().len();
+    wait_for("deliveries to land on dc2", Duration::from_secs(30), || {
+        (high_watermark(&dcs.dc2.addr(), "flip") >= 100).then_some(())
+    });
+    wait_for(
+        "more deliveries after the flip",
+        Duration::from_secs(30),
+        || (ctx.ok.lock().unwrap().len() >= before + 100).then_some(()),
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let failed = ctx.failed.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "the producer saw errors across the flip: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+
+    let dc1: HashSet<String> = clients::values(&dcs.dc1.addr(), "flip")
+        .into_iter()
+        .collect();
+    let dc2: HashSet<String> = clients::values(&dcs.dc2.addr(), "flip")
+        .into_iter()
+        .collect();
+    let delivered = ctx.ok.lock().unwrap().clone();
+    assert_eq!(
+        delivered.len() as u64,
+        sent,
+        "every record was acknowledged"
+    );
+    let lost: Vec<&String> = delivered
+        .iter()
+        .filter(|v| !dc1.contains(*v) && !dc2.contains(*v))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records are on neither cluster",
+        lost.len()
+    );
+    assert!(!dc2.is_empty() && !dc1.is_empty());
+    // The flip is one-way: once records reach dc2, later ones do not go back.
+    let last_dc1 = dc1
+        .iter()
+        .map(|v| v[2..].parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    let first_dc2 = dc2
+        .iter()
+        .map(|v| v[2..].parse::<u64>().unwrap())
+        .min()
+        .unwrap();
+    assert!(
+        first_dc2 <= last_dc1 + 1000,
+        "gap between clusters is implausibly large"
+    );
+    assert!(
+        dc2.iter()
+            .map(|v| v[2..].parse::<u64>().unwrap())
+            .max()
+            .unwrap()
+            > last_dc1,
+        "the newest records are on dc2"
+    );
+    assert!(k.log().contains("epoch=1"));
+}
