@@ -9,6 +9,7 @@
 //!   cluster.
 //! - [`proxy`]: listeners, connections, the switch between clusters.
 //! - [`kafka`]: kflip's own minimal client for probing clusters.
+//! - [`offsets`]: the source-to-target offset map and its translation.
 //! - [`cli`]: the `kflip` command line.
 //!
 //! Data flows `proxy::listeners` -> `proxy::connection` -> (frames through
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod offsets;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;

@@ -8,16 +8,15 @@ use std::time::Duration;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
 use support::clients::{self, create_topic};
 use support::raw::Raw;
-use support::{free_port, wait_for, Broker, Kflip};
+use support::{wait_for, Broker, Kflip};
 
 fn setup(extra: &str) -> (Broker, Kflip) {
     let b = Broker::start("dc1");
-    let port = free_port();
     let yaml = format!(
-        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:{port}\"\n  active: dc1\n{extra}",
+        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n{extra}",
         b.addr()
     );
-    let k = Kflip::start(&yaml, port);
+    let k = Kflip::start(&yaml);
     (b, k)
 }
 
@@ -127,12 +126,11 @@ fn silent_clients_time_out_and_the_connection_cap_holds() {
 fn bad_config_on_reload_keeps_the_old_one_running() {
     let b = Broker::start("dc1");
     create_topic(&b.addr(), "reload", 1);
-    let port = free_port();
     let good = format!(
-        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:{port}\"\n  active: dc1\n",
+        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n",
         b.addr()
     );
-    let k = Kflip::start(&good, port);
+    let k = Kflip::start(&good);
     for (bad, why) in [
         (good.replace("active: dc1", "active: dc9"), "proxy.active"),
         (
@@ -154,12 +152,11 @@ fn bad_config_on_reload_keeps_the_old_one_running() {
 
 #[test]
 fn unreachable_cluster_closes_clients_with_a_clear_log() {
-    let port = free_port();
-    let dead = free_port();
+    let dead = support::free_port();
     let yaml = format!(
-        "clusters:\n  dc1: {{ bootstrap: \"127.0.0.1:{dead}\" }}\nproxy:\n  listen: \"127.0.0.1:{port}\"\n  active: dc1\n  connect_timeout: 1s\n"
+        "clusters:\n  dc1: {{ bootstrap: \"127.0.0.1:{dead}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n  connect_timeout: 1s\n"
     );
-    let k = Kflip::start(&yaml, port);
+    let k = Kflip::start(&yaml);
     let mut c = Raw::connect(&k.addr());
     assert!(c.closed());
     k.wait_log("no upstream broker reachable", Duration::from_secs(10));

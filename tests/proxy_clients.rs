@@ -7,16 +7,15 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::Message;
 use support::clients::{self, create_topic, produce, python};
-use support::{free_port, wait_for, Broker, Kflip};
+use support::{wait_for, Broker, Kflip};
 
 fn one_cluster() -> (Broker, Kflip) {
     let b = Broker::start("dc1");
-    let port = free_port();
     let yaml = format!(
-        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:{port}\"\n  active: dc1\n",
+        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n",
         b.addr()
     );
-    let k = Kflip::start(&yaml, port);
+    let k = Kflip::start(&yaml);
     (b, k)
 }
 

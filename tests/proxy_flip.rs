@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 use support::clients::{self, create_topic};
-use support::{free_port, wait_for, Kflip, TwoClusters};
+use support::{wait_for, Kflip, TwoClusters};
 
 #[derive(Default, Clone)]
 struct Deliveries {
@@ -56,8 +56,7 @@ fn flipping_active_moves_a_running_producer_to_dc2() {
     for b in [&dcs.dc1, &dcs.dc2] {
         create_topic(&b.addr(), "flip", 2);
     }
-    let port = free_port();
-    let k = Kflip::start(&dcs.config(port, "dc1", ""), port);
+    let k = Kflip::start(&dcs.config("dc1", ""));
 
     let ctx = Deliveries::default();
     let producer: ThreadedProducer<Deliveries> = clients::config(&k.addr())
@@ -95,7 +94,7 @@ fn flipping_active_moves_a_running_producer_to_dc2() {
         "nothing on dc2 before the flip"
     );
 
-    k.write_config(&dcs.config(port, "dc2", ""));
+    k.write_config(&dcs.config("dc2", ""));
     k.wait_log("switching active cluster", Duration::from_secs(10));
     let before = ctx.ok.lock().unwrap().len();
     wait_for("deliveries to land on dc2", Duration::from_secs(30), || {

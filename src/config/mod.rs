@@ -6,6 +6,7 @@
 //! watcher does I/O, so validation is tested without files.
 
 mod model;
+mod replication;
 mod validate;
 pub mod watch;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 pub use model::FileConfig;
+pub use replication::{is_internal, FlowConfig, Pattern, ReplicationConfig};
 
 /// A cluster's name as written under `clusters:` in the config file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +49,8 @@ pub struct Config {
     pub clusters: IndexMap<ClusterName, ClusterConfig>,
     /// The proxy section, if the file has one.
     pub proxy: Option<ProxyConfig>,
+    /// The replication section, if the file has one.
+    pub replication: Option<ReplicationConfig>,
 }
 
 /// How to reach one Kafka cluster.

@@ -11,6 +11,54 @@ pub struct FileConfig {
     pub clusters: IndexMap<String, ClusterFile>,
     /// `proxy:` the proxy section.
     pub proxy: Option<ProxyFile>,
+    /// `replication:` the replication engine's flows.
+    pub replication: Option<ReplicationFile>,
+}
+
+/// The `replication:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationFile {
+    /// One entry per direction.
+    pub flows: Vec<FlowFile>,
+    /// Topic on each target cluster where the engine keeps its progress.
+    pub state_topic: Option<String>,
+}
+
+/// One flow: copy matching topics from `source` to `target`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFile {
+    /// Source cluster name.
+    pub source: String,
+    /// Target cluster name.
+    pub target: String,
+    /// Regular expressions matched against whole topic names.
+    pub topics: Vec<String>,
+    /// Regular expressions of topics to leave out.
+    pub exclude: Option<Vec<String>>,
+    /// Target topic name, `{topic}` standing for the source name.
+    pub rename: Option<String>,
+    /// Regular expressions of consumer groups whose offsets are translated.
+    pub groups: Option<Vec<String>>,
+    /// Regular expressions of groups to leave out.
+    pub exclude_groups: Option<Vec<String>>,
+    /// How often new source topics are looked for.
+    pub discovery_interval: Option<String>,
+    /// How often source group offsets are read and translated.
+    pub group_sync_interval: Option<String>,
+    /// How often topic configs and partition counts are compared.
+    pub config_sync_interval: Option<String>,
+    /// How often progress is written to the state topic.
+    pub checkpoint_interval: Option<String>,
+    /// Replication factor for topics the engine creates (default: the source's).
+    pub replication_factor: Option<i16>,
+    /// Producer linger, e.g. `5ms`.
+    pub linger: Option<String>,
+    /// Largest batch sent to the target, in bytes.
+    pub batch_bytes: Option<u64>,
+    /// Most records buffered towards the target before reading pauses.
+    pub max_buffered_records: Option<u64>,
 }
 
 /// One entry under `clusters:`.

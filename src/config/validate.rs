@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use super::model::{Bootstrap, FileConfig, ProxyFile};
 use super::{ClusterConfig, ClusterName, Config, ConfigError, ProxyConfig};
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -42,7 +42,15 @@ pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         Some(p) => Some(validate_proxy(p, &clusters)?),
         None => None,
     };
-    Ok(Config { clusters, proxy })
+    let replication = match file.replication {
+        Some(r) => Some(super::replication::validate_replication(r, &clusters)?),
+        None => None,
+    };
+    Ok(Config {
+        clusters,
+        proxy,
+        replication,
+    })
 }
 
 fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
@@ -75,7 +83,11 @@ pub(crate) fn split_host_port(key: &str, addr: &str) -> Result<(String, u16), Co
     Ok((host.to_string(), port))
 }
 
-fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+pub(super) fn duration(
+    key: &str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
         Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {

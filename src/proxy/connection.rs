@@ -7,10 +7,11 @@
 //! connection in order), reads the matching upstream response, checks its
 //! correlation id, rewrites it if its API carries addresses, and writes it.
 //!
-//! The connection belongs to the cluster that was active when it opened.
-//! When the active cluster changes or kflip shuts down, the request loop
-//! stops reading, in-flight requests get a bounded time to finish, and the
-//! connection closes; clients reconnect and reach the new cluster.
+//! Each upstream session belongs to the cluster that was active when it
+//! started. When the active cluster changes, the request loop stops reading,
+//! in-flight requests get a bounded time to finish, and the client
+//! connection is re-routed to the new cluster (see [`serve`]). On shutdown
+//! the same drain happens and the connection closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,60 +65,106 @@ enum Stop {
     Shutdown,
 }
 
-/// Serves one client connection until it closes.
-pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: ListenerKind) {
-    let state = shared.switch.borrow().clone();
-    let cfg = shared.proxy_config();
-    let cluster = state.active.clone();
-    let upstream = match connect(&shared, &cluster, kind, cfg.connect_timeout).await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(%cluster, error = %e, "closing client: no upstream broker reachable");
-            return;
-        }
-    };
-    let span = tracing::Span::current();
-    span.record("cluster", tracing::field::display(&cluster));
-    tracing::debug!(%cluster, epoch = state.epoch, "connection open");
+/// What a connection does after one upstream session ends.
+enum Next {
+    /// Close the client connection.
+    Close,
+    /// Re-route to the new active cluster and go on.
+    Switch(SwitchState),
+}
 
-    let (cr, cw) = client.into_split();
+/// Serves one client connection until it closes.
+///
+/// The client connection outlives switches: when the active cluster
+/// changes, new requests are held, in-flight ones finish (bounded by
+/// `proxy.switch_drain`), and the connection is re-routed to the same
+/// virtual broker of the new cluster. To the client this looks like
+/// leadership moving inside one cluster, not like every broker going down
+/// (which makes librdkafka re-bootstrap and costs seconds).
+pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: ListenerKind) {
+    let (cr, mut cw) = client.into_split();
+    let mut cr = BufReader::with_capacity(64 * 1024, cr);
+    let mut state = shared.switch.borrow().clone();
+    let mut first = true;
+    loop {
+        let cfg = shared.proxy_config();
+        let cluster = state.active.clone();
+        upstream::ensure_discovered(&shared, &cluster, kind).await;
+        let upstream = match connect(&shared, &cluster, kind, cfg.connect_timeout).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(%cluster, error = %e, "closing client: no upstream broker reachable");
+                return;
+            }
+        };
+        if first {
+            tracing::debug!(%cluster, epoch = state.epoch, "connection open");
+        } else {
+            tracing::debug!(%cluster, epoch = state.epoch, "connection re-routed");
+        }
+        let ctx = Ctx {
+            shared: shared.clone(),
+            cluster,
+            epoch: state.epoch,
+            cfg,
+            first,
+        };
+        match session(&ctx, &mut cr, &mut cw, upstream).await {
+            Next::Close => break,
+            Next::Switch(next) => {
+                state = next;
+                first = false;
+            }
+        }
+    }
+    tracing::debug!("connection closed");
+}
+
+/// Runs one upstream session: both loops until the client closes, an error,
+/// shutdown, or a switch.
+async fn session(
+    ctx: &Ctx,
+    client_in: &mut BufReader<OwnedReadHalf>,
+    client_out: &mut OwnedWriteHalf,
+    upstream: TcpStream,
+) -> Next {
     let (ur, uw) = upstream.into_split();
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let ctx = Ctx {
-        shared: shared.clone(),
-        cluster,
-        epoch: state.epoch,
-        cfg,
-    };
-    let mut requests = std::pin::pin!(request_loop(&ctx, cr, uw, tx));
-    let mut responses = std::pin::pin!(response_loop(&ctx, ur, cw, rx));
+    let mut requests = std::pin::pin!(request_loop(ctx, client_in, uw, tx));
+    let mut responses = std::pin::pin!(response_loop(ctx, ur, client_out, rx));
     tokio::select! {
         stop = &mut requests => {
-            let drain = match stop {
-                Ok(Stop::ClientClosed) => ctx.cfg.switch_drain,
+            let (drain, next) = match stop {
+                Ok(Stop::ClientClosed) => (ctx.cfg.switch_drain, Next::Close),
                 Ok(Stop::Switched(next)) => {
-                    tracing::debug!(to = %next.active, epoch = next.epoch, "draining connection for switch");
-                    ctx.cfg.switch_drain
+                    tracing::debug!(to = %next.active, epoch = next.epoch, "holding requests; draining in-flight ones for the switch");
+                    (ctx.cfg.switch_drain, Next::Switch(next))
                 }
-                Ok(Stop::Shutdown) => ctx.cfg.shutdown_grace,
+                Ok(Stop::Shutdown) => (ctx.cfg.shutdown_grace, Next::Close),
                 Err(e) => {
                     tracing::warn!(error = %e, "closing client connection");
-                    Duration::ZERO
+                    (Duration::ZERO, Next::Close)
                 }
             };
             match tokio::time::timeout(drain, &mut responses).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "closing client connection"),
-                Err(_) => tracing::warn!(bound = ?drain, "in-flight requests did not finish in time; closing"),
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => next,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "closing client connection");
+                    Next::Close
+                }
+                Err(_) => {
+                    tracing::warn!(bound = ?drain, "in-flight requests did not finish in time; closing");
+                    Next::Close
+                }
             }
         }
         done = &mut responses => {
             if let Err(e) = done {
                 tracing::warn!(error = %e, "closing client connection");
             }
+            Next::Close
         }
     }
-    tracing::debug!("connection closed");
 }
 
 async fn connect(
@@ -149,18 +196,20 @@ struct Ctx {
     epoch: u64,
     /// Proxy settings when it opened.
     cfg: ProxyConfig,
+    /// Whether this is the connection's first session (the handshake
+    /// timeout applies to its first request).
+    first: bool,
 }
 
 async fn request_loop(
     ctx: &Ctx,
-    client: OwnedReadHalf,
+    client: &mut BufReader<OwnedReadHalf>,
     mut upstream: OwnedWriteHalf,
     tx: mpsc::Sender<Pending>,
 ) -> Result<Stop, String> {
-    let mut client = BufReader::with_capacity(64 * 1024, client);
     let mut switch = ctx.shared.switch.subscribe();
     let mut versions: Option<VersionTable> = None;
-    let mut first = true;
+    let mut first = ctx.first;
     loop {
         let wait = if first {
             ctx.cfg.handshake_timeout
@@ -177,7 +226,7 @@ async fn request_loop(
                 }
                 continue;
             }
-            read = tokio::time::timeout(wait, read_frame(&mut client, ctx.cfg.max_frame_bytes)) => match read {
+            read = tokio::time::timeout(wait, read_frame(client, ctx.cfg.max_frame_bytes)) => match read {
                 Err(_) if first => return Err(format!("no request within proxy.handshake_timeout ({wait:?})")),
                 Err(_) => return Err(format!("idle for proxy.idle_timeout ({wait:?})")),
                 Ok(Err(e)) => return Err(format!("bad frame from client: {e}")),
@@ -265,7 +314,7 @@ async fn request_loop(
 async fn response_loop(
     ctx: &Ctx,
     upstream: OwnedReadHalf,
-    mut client: OwnedWriteHalf,
+    client: &mut OwnedWriteHalf,
     mut rx: mpsc::Receiver<Pending>,
 ) -> Result<(), String> {
     let mut upstream = BufReader::with_capacity(64 * 1024, upstream);

@@ -155,12 +155,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: Listen
         return;
     }
     let _ = stream.set_nodelay(true);
-    let span = tracing::info_span!(
-        "conn",
-        client.addr = %peer,
-        listener = ?kind,
-        cluster = tracing::field::Empty
-    );
+    let span = tracing::info_span!("conn", client.addr = %peer, listener = ?kind);
     let guard = OpenConnection(shared.clone());
     shared.tasks.spawn(
         async move {

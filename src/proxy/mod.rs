@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     topology: Topology,
     /// Virtual broker listeners by slot.
     listeners: listeners::BrokerListeners,
+    /// When each cluster was last discovered on a connection's behalf.
+    discovery: tokio::sync::Mutex<HashMap<ClusterName, std::time::Instant>>,
     /// ApiVersions of each cluster that answered.
     versions: Mutex<HashMap<ClusterName, Arc<VersionTable>>>,
     /// Client connections being served.
@@ -145,6 +147,7 @@ pub async fn start(
         startup: p.clone(),
         switch,
         versions: Mutex::new(HashMap::new()),
+        discovery: tokio::sync::Mutex::new(HashMap::new()),
         connections: AtomicUsize::new(0),
         bootstrap_port: AtomicU16::new(p.listen_port),
         shutdown: shutdown.clone(),

@@ -66,6 +66,36 @@ async fn discover_once(shared: &Arc<Shared>, cluster: &ClusterName) -> Result<us
     Ok(brokers.len())
 }
 
+/// Makes sure the slot a broker connection needs is known in `cluster`,
+/// discovering the cluster once if not (serialised, so a switch that moves
+/// many connections at once sends one Metadata request, not one each).
+pub(crate) async fn ensure_discovered(
+    shared: &Arc<Shared>,
+    cluster: &ClusterName,
+    kind: ListenerKind,
+) {
+    let ListenerKind::Broker(slot) = kind else {
+        return;
+    };
+    if shared.topology.address(cluster, slot).is_some() {
+        return;
+    }
+    let mut recent = shared.discovery.lock().await;
+    let fresh = recent
+        .get(cluster)
+        .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+    if fresh || shared.topology.address(cluster, slot).is_some() {
+        return;
+    }
+    let bound = shared.proxy_config().connect_timeout;
+    match tokio::time::timeout(bound, discover_once(shared, cluster)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(%cluster, error = %e, "discovery failed"),
+        Err(_) => tracing::debug!(%cluster, "discovery timed out"),
+    }
+    recent.insert(cluster.clone(), std::time::Instant::now());
+}
+
 fn bootstrap_of(shared: &Shared, cluster: &ClusterName) -> Result<Vec<String>, String> {
     shared
         .config

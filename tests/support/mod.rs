@@ -92,7 +92,7 @@ impl Broker {
         b
     }
 
-    fn spawn(&mut self) {
+    fn spawn_once(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let engine = match self.storage {
             Storage::Sqlite => "sqlite://broker.db".to_string(),
@@ -115,12 +115,31 @@ impl Broker {
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
-        let addr = self.addr();
-        wait_for(
-            &format!("tansu {} on {addr}", self.cluster_id),
-            Duration::from_secs(30),
-            || TcpStream::connect(&addr).ok().map(|_| ()),
-        );
+    }
+
+    /// Spawns tansu and waits until it accepts connections. The port was
+    /// free a moment ago but another test may take it first: if tansu exits
+    /// (cannot bind), it is started again on a new port.
+    fn spawn(&mut self) {
+        for _ in 0..5 {
+            self.spawn_once();
+            let addr = self.addr();
+            let up = wait_for(
+                &format!("tansu {} on {addr}", self.cluster_id),
+                Duration::from_secs(30),
+                || {
+                    if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                        return Some(false);
+                    }
+                    TcpStream::connect(&addr).ok().map(|_| true)
+                },
+            );
+            if up {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("tansu did not start; log:\n{}", self.log());
     }
 
     /// `127.0.0.1:port`.
@@ -171,10 +190,11 @@ impl TwoClusters {
         }
     }
 
-    /// A kflip config for these clusters with `extra` lines under `proxy:`.
-    pub fn config(&self, listen_port: u16, active: &str, extra: &str) -> String {
+    /// A kflip config for these clusters with `extra` lines under `proxy:`;
+    /// the proxy listens on a free port.
+    pub fn config(&self, active: &str, extra: &str) -> String {
         format!(
-            "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:{listen_port}\"\n  active: {active}\n{extra}",
+            "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: {active}\n{extra}",
             self.dc1.addr(),
             self.dc2.addr()
         )
@@ -190,30 +210,40 @@ pub struct Kflip {
 }
 
 impl Kflip {
-    /// Writes `yaml` (whose `proxy.listen` must use `port`) and starts kflip.
-    pub fn start(yaml: &str, port: u16) -> Kflip {
+    /// Writes `yaml` and starts kflip logging at debug, so tests can wait
+    /// for log lines. Use port 0 in `proxy.listen`: the bound port is read
+    /// from kflip's log, so parallel tests never race for ports.
+    pub fn start(yaml: &str) -> Kflip {
+        Kflip::start_with_log(yaml, "kflip=debug,info")
+    }
+
+    /// Like [`Kflip::start`] with `level` as the `KFLIP_LOG` filter;
+    /// benchmarks use `"warn"` so logging does not distort their numbers
+    /// (the listening line is always kept).
+    pub fn start_with_log(yaml: &str, level: &str) -> Kflip {
         let dir = tempfile::tempdir().expect("tempdir");
-        let k = Kflip {
+        let mut k = Kflip {
             child: None,
-            port,
+            port: 0,
             dir,
         };
         k.write_config(yaml);
-        let mut k = k;
         let log = std::fs::File::create(k.dir.path().join("kflip.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_kflip"))
             .args(["proxy", "--config"])
             .arg(k.config_path())
-            .env("KFLIP_LOG", "kflip=debug,info")
+            .env("KFLIP_LOG", format!("{level},kflip::proxy=info"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("start kflip");
         k.child = Some(child);
-        let addr = k.addr();
-        wait_for(&format!("kflip on {addr}"), Duration::from_secs(20), || {
-            TcpStream::connect(&addr).ok().map(|_| ())
+        k.port = wait_for("kflip to listen", Duration::from_secs(20), || {
+            let log = k.log();
+            let at = log.find("proxy listening listen=")? + "proxy listening listen=".len();
+            let addr = log[at..].split_whitespace().next()?;
+            addr.rsplit_once(':')?.1.parse::<u16>().ok()
         });
         k
     }
@@ -248,6 +278,11 @@ impl Kflip {
         wait_for(&format!("kflip log line {needle:?}"), limit, || {
             self.log().contains(needle).then_some(())
         });
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Whether the process is still running.

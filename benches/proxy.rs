@@ -1,0 +1,824 @@
+//! End-to-end benchmark: the same workloads straight to a tansu broker and
+//! through kflip, alternated in one run so both see the same machine state.
+//!
+//! Run with `cargo bench --bench proxy`. It measures, for 1 KiB records:
+//! - produce throughput (librdkafka, acks=1, linger.ms=5, 1 MB batches);
+//! - consume throughput (librdkafka, assign from the beginning);
+//! - produce latency p50/p99 (raw blocking client, one request in flight);
+//! - kflip's idle RSS after startup and after the workloads.
+//!
+//! Each workload runs `rounds` times per path, direct and kflip alternating
+//! (and swapping which goes first every round); the table shows medians.
+//! The broker uses tansu's memory engine (sqlite would hide kflip's cost) and
+//! is restarted before every produce round, because that engine gets slower
+//! as it holds more data. Per-process CPU time (client, broker, kflip) is
+//! read from /proc to show where the two cores went.
+//!
+//! It prints a table, the proxy/direct ratios and PASS/MISS against the
+//! targets, and never fails on a miss: benchmarks report, they do not assert
+//! timings. Knobs: `KFLIP_BENCH_RECORDS` (default 500000),
+//! `KFLIP_BENCH_ROUNDS` (5), `KFLIP_BENCH_LATENCY_REQUESTS` (3000) and
+//! `KFLIP_BENCH_ONLY` (a comma-separated subset of produce,consume,latency,
+//! handy when profiling one workload with `perf record -p <kflip pid>`).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::BaseProducer;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+
+use support::clients::{config, create_topic};
+use support::raw::Raw;
+use support::{Broker, Kflip, Storage};
+
+/// Bytes per record value.
+const RECORD: usize = 1024;
+
+/// Targets from the brief; a miss is reported, not failed.
+const TARGET_THROUGHPUT_RATIO: f64 = 0.9;
+const TARGET_ADDED_P99_MS: f64 = 0.5;
+const TARGET_IDLE_RSS_MIB: f64 = 20.0;
+
+const LATENCY_WARMUP: usize = 200;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Which path a measurement took.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    Direct,
+    Proxy,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Proxy => "kflip",
+        }
+    }
+}
+
+/// Round `r` runs direct first when even, kflip first when odd, so neither
+/// side always gets the warmer (or more fragmented) broker.
+fn order(round: usize) -> [Path; 2] {
+    if round % 2 == 0 {
+        [Path::Direct, Path::Proxy]
+    } else {
+        [Path::Proxy, Path::Direct]
+    }
+}
+
+// ---------------------------------------------------------------- /proc ---
+
+/// Clock ticks per second for /proc/<pid>/stat times.
+fn clk_tck() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in ticks.
+fn cpu_ticks(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ")" : state(3) ... utime is field 14, stime 15 (1-based overall).
+    let get = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(14) + get(15)
+}
+
+/// A `Vm*` line of /proc/<pid>/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A process's TCP sockets: (listening, any other state).
+fn tcp_sockets(pid: u32) -> (usize, usize) {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let l = std::fs::read_link(e.path()).ok()?;
+                    let l = l.to_string_lossy();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (mut listening, mut other) = (0, 0);
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && inodes.iter().any(|i| i == f[9]) {
+                // st 0A is LISTEN.
+                if f[3] == "0A" {
+                    listening += 1;
+                } else {
+                    other += 1;
+                }
+            }
+        }
+    }
+    (listening, other)
+}
+
+/// The pid of this process's child whose command is `comm`.
+fn child_pid(comm: &str) -> Option<String> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if c.trim() == comm {
+                return Some(pid.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// CPU seconds used by the client (this process), the broker and kflip.
+#[derive(Clone, Copy, Default, Debug)]
+struct Cpu {
+    client: f64,
+    broker: f64,
+    kflip: f64,
+}
+
+struct Procs {
+    kflip: String,
+    tck: f64,
+}
+
+impl Procs {
+    fn sample(&self) -> Cpu {
+        // Looked up each time: the broker is restarted between rounds.
+        let broker = child_pid("tansu").unwrap_or_else(|| "0".into());
+        Cpu {
+            client: cpu_ticks("self") as f64 / self.tck,
+            broker: cpu_ticks(&broker) as f64 / self.tck,
+            kflip: cpu_ticks(&self.kflip) as f64 / self.tck,
+        }
+    }
+
+    fn since(&self, before: Cpu) -> Cpu {
+        let now = self.sample();
+        Cpu {
+            client: now.client - before.client,
+            broker: now.broker - before.broker,
+            kflip: now.kflip - before.kflip,
+        }
+    }
+}
+
+// ------------------------------------------------------------ workloads ---
+
+/// One throughput measurement.
+#[derive(Clone, Copy, Debug)]
+struct Throughput {
+    secs: f64,
+    records: usize,
+    cpu: Cpu,
+}
+
+impl Throughput {
+    fn mb_s(&self) -> f64 {
+        (self.records * RECORD) as f64 / self.secs / 1e6
+    }
+    fn rec_s(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+}
+
+/// Counts deliveries so the run can check that every record was acked.
+#[derive(Default)]
+struct Counting {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+fn producer(bootstrap: &str) -> BaseProducer<Counting> {
+    config(bootstrap)
+        .set("acks", "1")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("compression.type", "none")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create_with_context(Counting::default())
+        .expect("producer")
+}
+
+fn send_all(p: &BaseProducer<Counting>, topic: &str, value: &[u8], n: usize) {
+    for _ in 0..n {
+        let mut rec = BaseRecord::<(), [u8]>::to(topic).payload(value);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("produce to {topic}: {e}"),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).expect("flush");
+}
+
+/// Produces `n` records; the clock runs from the first send to the end of
+/// the flush (every record acked). Connections are set up beforehand.
+fn produce(bootstrap: &str, topic: &str, n: usize, procs: &Procs) -> Throughput {
+    let value = payload();
+    let p = producer(bootstrap);
+    send_all(&p, topic, &value, 100);
+    let ctx = p.context();
+    let before_ok = ctx.ok.load(Ordering::Relaxed);
+    let cpu = procs.sample();
+    let start = Instant::now();
+    send_all(&p, topic, &value, n);
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = procs.since(cpu);
+    let ok = ctx.ok.load(Ordering::Relaxed) - before_ok;
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    assert_eq!(
+        (ok, failed),
+        (n as u64, 0),
+        "every record of {topic} via {bootstrap} must be acked"
+    );
+    Throughput {
+        secs,
+        records: n,
+        cpu,
+    }
+}
+
+/// Reads the first `n` records of partition 0 of `topic`; the clock runs
+/// from `assign` to the `n`th record.
+fn consume(bootstrap: &str, topic: &str, n: usize, procs: &Procs) -> Throughput {
+    let c: BaseConsumer = config(bootstrap)
+        .set("group.id", "kflip-bench")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        // tansu 0.6 holds every Fetch for the full max wait even when data
+        // is ready; a long wait would measure that sleep, not the data path.
+        .set("fetch.wait.max.ms", "1")
+        .create()
+        .expect("consumer");
+    c.fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cpu = procs.sample();
+    let start = Instant::now();
+    c.assign(&tpl).expect("assign");
+    let mut got = 0usize;
+    let mut bytes = 0usize;
+    while got < n {
+        assert!(
+            Instant::now() < deadline,
+            "consumed only {got} of {n} from {topic} via {bootstrap}"
+        );
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("consume");
+            bytes += m.payload().map_or(0, |p| p.len());
+            got += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = procs.since(cpu);
+    assert_eq!(bytes, n * RECORD, "record sizes");
+    Throughput {
+        secs,
+        records: n,
+        cpu,
+    }
+}
+
+fn payload() -> Vec<u8> {
+    // Not compressible-looking, not that it matters with compression none.
+    let mut x: u32 = 0x9e37_79b9;
+    (0..RECORD)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A whole Produce request frame (length prefix included) carrying one
+/// 1 KiB record; the correlation id sits at bytes 8..12.
+fn produce_frame(topic: &str, version: i16) -> Vec<u8> {
+    let rec = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(Bytes::from(payload())),
+        headers: Default::default(),
+    };
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        [&rec],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.freeze()))])]);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(0)
+        .with_client_id(Some(StrBytes::from_static_str("kflip-bench")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, ProduceRequest::header_version(version))
+        .unwrap();
+    req.encode(&mut buf, version).unwrap();
+    let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&buf);
+    framed
+}
+
+/// Latency percentiles of one round, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    cpu: Cpu,
+}
+
+/// `requests` sequential single-record produce requests, one in flight,
+/// after a warm-up; each timed from the write to the whole response read.
+fn latency(addr: &str, topic: &str, version: i16, requests: usize, procs: &Procs) -> Latency {
+    let mut c = Raw::connect(addr);
+    let mut frame = produce_frame(topic, version);
+    let mut corr = 0i32;
+    let mut one = |c: &mut Raw, frame: &mut Vec<u8>, check: bool| {
+        corr += 1;
+        frame[8..12].copy_from_slice(&corr.to_be_bytes());
+        let t = Instant::now();
+        c.send_bytes(frame).expect("send produce");
+        let resp = c.recv().expect("produce response");
+        let dt = t.elapsed();
+        let mut b = Bytes::from(resp);
+        let h = ResponseHeader::decode(&mut b, ProduceResponse::header_version(version)).unwrap();
+        assert_eq!(h.correlation_id, corr, "correlation id");
+        if check {
+            let r = ProduceResponse::decode(&mut b, version).unwrap();
+            let code = r.responses[0].partition_responses[0].error_code;
+            assert_eq!(code, 0, "produce error via {addr}");
+        }
+        dt
+    };
+    for i in 0..LATENCY_WARMUP {
+        one(&mut c, &mut frame, i == 0);
+    }
+    let cpu = procs.sample();
+    let mut samples: Vec<Duration> = (0..requests)
+        .map(|_| one(&mut c, &mut frame, false))
+        .collect();
+    let cpu = procs.since(cpu);
+    samples.sort();
+    let pct = |p: f64| {
+        let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e3
+    };
+    Latency {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: samples.last().unwrap().as_secs_f64() * 1e3,
+        cpu,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The median over the rounds of one path.
+fn med<T>(v: &[(Path, T)], p: Path, f: impl Fn(&T) -> f64) -> f64 {
+    median(
+        v.iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, t)| f(t))
+            .collect(),
+    )
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}
+
+/// One row of the results table.
+fn row(out: &mut String, metric: &str, direct: String, kflip: String, ratio: f64, target: &str) {
+    let ratio = if ratio.is_finite() {
+        format!("{ratio:.3}")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "| {metric:<28} | {direct:>10} | {kflip:>10} | {ratio:>12} | {target:<22} |"
+    );
+}
+
+fn main() {
+    // 500k records (~0.5 GB) keep each measurement around a second, long
+    // enough that scheduling noise on 2 shared cores averages out.
+    let n = env_usize("KFLIP_BENCH_RECORDS", 500_000).max(1);
+    let rounds = env_usize("KFLIP_BENCH_ROUNDS", 5).max(1);
+    let lat_requests = env_usize("KFLIP_BENCH_LATENCY_REQUESTS", 3000).max(1);
+    // Comma-separated subset of produce,consume,latency (for profiling).
+    let only = std::env::var("KFLIP_BENCH_ONLY").unwrap_or_default();
+    let want = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
+    let started = Instant::now();
+
+    eprintln!("kflip proxy bench: {n} x {RECORD} B records, {rounds} rounds per path");
+    let mut broker = Broker::start_with("bench", Storage::Memory);
+    let direct = broker.addr();
+    let yaml = format!(
+        "clusters:\n  dc1: {{ bootstrap: \"{direct}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n"
+    );
+    let kflip = Kflip::start_with_log(&yaml, "warn");
+    let proxy = kflip.addr();
+    let kpid = kflip.pid().expect("kflip pid");
+    // Let startup discovery finish before reading the idle RSS.
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_start = status_kib(kpid, "VmRSS").unwrap_or(0);
+    let procs = Procs {
+        kflip: kpid.to_string(),
+        tck: clk_tck(),
+    };
+    let addr = |p: Path| match p {
+        Path::Direct => direct.as_str(),
+        Path::Proxy => proxy.as_str(),
+    };
+
+    // --- produce throughput ---
+    let mut prod: Vec<(Path, Throughput)> = Vec::new();
+    if want("produce") {
+        for round in 0..rounds {
+            for path in order(round) {
+                // A fresh topic each time, so no round appends to a longer
+                // log than another.
+                // tansu's memory engine slows down as it holds more data,
+                // so every round starts on a fresh broker (same address;
+                // kflip reconnects like any client).
+                broker.restart();
+                let topic = format!("bench-produce-{round}-{}", path.name());
+                create_topic(&direct, &topic, 1);
+                let t = produce(addr(path), &topic, n, &procs);
+                eprintln!(
+                    "produce round {round} {:>6}: {:7.1} MB/s {:9.0} rec/s",
+                    path.name(),
+                    t.mb_s(),
+                    t.rec_s()
+                );
+                prod.push((path, t));
+            }
+        }
+    }
+
+    // --- consume throughput: one topic filled once, read by every round ---
+    let mut cons: Vec<(Path, Throughput)> = Vec::new();
+    if want("consume") {
+        create_topic(&direct, "bench-consume", 1);
+        {
+            let p = producer(&direct);
+            send_all(&p, "bench-consume", &payload(), n);
+        }
+        for round in 0..rounds {
+            for path in order(round) {
+                let t = consume(addr(path), "bench-consume", n, &procs);
+                eprintln!(
+                    "consume round {round} {:>6}: {:7.1} MB/s {:9.0} rec/s",
+                    path.name(),
+                    t.mb_s(),
+                    t.rec_s()
+                );
+                cons.push((path, t));
+            }
+        }
+    }
+
+    // --- produce latency ---
+    let mut lat: Vec<(Path, Latency)> = Vec::new();
+    let mut version = 0;
+    if want("latency") {
+        create_topic(&direct, "bench-latency", 1);
+        let max = |a: &str| {
+            Raw::connect(a)
+                .versions()
+                .into_iter()
+                .find(|(k, _)| *k == ApiKey::Produce)
+                .map(|(_, r)| r.max)
+                .expect("Produce advertised")
+        };
+        // v13 names topics by id; this client names them.
+        version = max(&direct).min(max(&proxy)).min(12);
+        for round in 0..rounds {
+            for path in order(round) {
+                let l = latency(addr(path), "bench-latency", version, lat_requests, &procs);
+                eprintln!(
+                    "latency round {round} {:>6}: p50 {:.3} ms p99 {:.3} ms max {:.3} ms",
+                    path.name(),
+                    l.p50,
+                    l.p99,
+                    l.max
+                );
+                lat.push((path, l));
+            }
+        }
+    }
+
+    // --- idle RSS after the run, with every client connection closed ---
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_end = status_kib(kpid, "VmRSS").unwrap_or(0);
+    let hwm = status_kib(kpid, "VmHWM").unwrap_or(0);
+    let (listening, connected) = tcp_sockets(kpid);
+
+    // --- report ---
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## kflip proxy benchmark: {n} x {RECORD} B records, median of {rounds} rounds, {} cores\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(
+        out,
+        "| {:<28} | {:>10} | {:>10} | {:>12} | {:<22} |",
+        "metric", "direct", "kflip", "kflip/direct", "target"
+    );
+    let _ = writeln!(
+        out,
+        "|{}|{}:|{}:|{}:|{}|",
+        "-".repeat(30),
+        "-".repeat(11),
+        "-".repeat(11),
+        "-".repeat(13),
+        "-".repeat(24)
+    );
+    for (name, v) in [("produce", &prod), ("consume", &cons)] {
+        if v.is_empty() {
+            continue;
+        }
+        let (d, k) = (
+            med(v, Path::Direct, Throughput::mb_s),
+            med(v, Path::Proxy, Throughput::mb_s),
+        );
+        let r = k / d;
+        row(
+            &mut out,
+            &format!("{name} MB/s"),
+            format!("{d:.1}"),
+            format!("{k:.1}"),
+            r,
+            &format!(
+                ">= {TARGET_THROUGHPUT_RATIO}x: {}",
+                verdict(r >= TARGET_THROUGHPUT_RATIO)
+            ),
+        );
+        let (d, k) = (
+            med(v, Path::Direct, Throughput::rec_s),
+            med(v, Path::Proxy, Throughput::rec_s),
+        );
+        row(
+            &mut out,
+            &format!("{name} records/s"),
+            format!("{d:.0}"),
+            format!("{k:.0}"),
+            k / d,
+            "",
+        );
+    }
+    if !lat.is_empty() {
+        let (d50, k50) = (
+            med(&lat, Path::Direct, |l| l.p50),
+            med(&lat, Path::Proxy, |l| l.p50),
+        );
+        let (d99, k99) = (
+            med(&lat, Path::Direct, |l| l.p99),
+            med(&lat, Path::Proxy, |l| l.p99),
+        );
+        row(
+            &mut out,
+            "produce latency p50 ms",
+            format!("{d50:.3}"),
+            format!("{k50:.3}"),
+            k50 / d50,
+            "",
+        );
+        row(
+            &mut out,
+            "produce latency p99 ms",
+            format!("{d99:.3}"),
+            format!("{k99:.3}"),
+            k99 / d99,
+            "",
+        );
+        let added = k99 - d99;
+        row(
+            &mut out,
+            "added p99 ms (kflip-direct)",
+            String::new(),
+            format!("{added:.3}"),
+            f64::NAN,
+            &format!(
+                "< {TARGET_ADDED_P99_MS} ms: {}",
+                verdict(added < TARGET_ADDED_P99_MS)
+            ),
+        );
+    }
+    let mib = |k: u64| k as f64 / 1024.0;
+    for (name, kib) in [
+        ("kflip idle RSS MiB, start", rss_start),
+        ("kflip idle RSS MiB, end", rss_end),
+    ] {
+        row(
+            &mut out,
+            name,
+            String::new(),
+            format!("{:.1}", mib(kib)),
+            f64::NAN,
+            &format!(
+                "< {TARGET_IDLE_RSS_MIB} MiB: {}",
+                verdict(mib(kib) < TARGET_IDLE_RSS_MIB)
+            ),
+        );
+    }
+    row(
+        &mut out,
+        "kflip peak RSS MiB (VmHWM)",
+        String::new(),
+        format!("{:.1}", mib(hwm)),
+        f64::NAN,
+        "",
+    );
+
+    // Where the CPU went: CPU seconds per GB of records moved, and the
+    // share of one core over the measured interval (medians over rounds).
+    let _ = writeln!(
+        out,
+        "\nCPU by process (median; cpu-s per GB of records, and % of one core):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| {:<16} | {:>16} | {:>16} | {:>16} |",
+        "phase", "client", "broker", "kflip"
+    );
+    let _ = writeln!(
+        out,
+        "|{}|{}:|{}:|{}:|",
+        "-".repeat(18),
+        "-".repeat(17),
+        "-".repeat(17),
+        "-".repeat(17)
+    );
+    let gb = (n * RECORD) as f64 / 1e9;
+    for (name, v) in [("produce", &prod), ("consume", &cons)] {
+        if v.is_empty() {
+            continue;
+        }
+        for p in [Path::Direct, Path::Proxy] {
+            let cell = |f: fn(&Cpu) -> f64| {
+                let per_gb = med(v, p, |t| f(&t.cpu) / gb);
+                let share = med(v, p, |t| 100.0 * f(&t.cpu) / t.secs);
+                format!("{per_gb:.2} s/GB {share:3.0}%")
+            };
+            let _ = writeln!(
+                out,
+                "| {:<16} | {:>16} | {:>16} | {:>16} |",
+                format!("{name} {}", p.name()),
+                cell(|c| c.client),
+                cell(|c| c.broker),
+                cell(|c| c.kflip)
+            );
+        }
+    }
+    if !lat.is_empty() {
+        for p in [Path::Direct, Path::Proxy] {
+            let us = |f: fn(&Cpu) -> f64| {
+                let v = med(&lat, p, |l| 1e6 * f(&l.cpu) / lat_requests as f64);
+                format!("{v:.0} us/request")
+            };
+            let _ = writeln!(
+                out,
+                "| {:<16} | {:>16} | {:>16} | {:>16} |",
+                format!("latency {}", p.name()),
+                us(|c| c.client),
+                us(|c| c.broker),
+                us(|c| c.kflip)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nproduce latency: {lat_requests} sequential 1-record requests per round \
+             (Produce v{version}, acks=1, one in flight) after {LATENCY_WARMUP} warm-up"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "kflip TCP sockets at the end: {listening} listening, {connected} connections"
+    );
+    let _ = writeln!(
+        out,
+        "total bench time: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("{out}");
+    drop(kflip);
+    drop(broker);
+}

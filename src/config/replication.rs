@@ -1,0 +1,337 @@
+//! The `replication:` section: flows, patterns, and their validation.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use super::model::{FlowFile, ReplicationFile};
+use super::validate::{duration, invalid};
+use super::{ClusterConfig, ClusterName, ConfigError};
+
+/// The engine's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicationConfig {
+    /// The flows, one per direction.
+    pub flows: Vec<FlowConfig>,
+    /// Topic on each target cluster holding the engine's progress. Never
+    /// replicated.
+    pub state_topic: String,
+}
+
+/// A regular expression matched against a whole name.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    /// As written in the file.
+    pub text: String,
+    /// Compiled, anchored at both ends.
+    re: regex::Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Pattern {
+    /// Compiles `text` so that it must match a whole name.
+    pub fn new(text: &str) -> Result<Pattern, regex::Error> {
+        Ok(Pattern {
+            text: text.to_string(),
+            re: regex::Regex::new(&format!("^(?:{text})$"))?,
+        })
+    }
+
+    /// Whether the whole of `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        self.re.is_match(name)
+    }
+}
+
+/// One direction of replication.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowConfig {
+    /// `source->target`, used in logs, state keys and status.
+    pub id: String,
+    /// Cluster records are read from.
+    pub source: ClusterName,
+    /// Cluster records are written to.
+    pub target: ClusterName,
+    /// Topics to copy.
+    pub topics: Vec<Pattern>,
+    /// Topics never to copy, even if they match `topics`.
+    pub exclude: Vec<Pattern>,
+    /// Target name format; `{topic}` is the source name.
+    pub rename: String,
+    /// Groups whose offsets are translated.
+    pub groups: Vec<Pattern>,
+    /// Groups never translated.
+    pub exclude_groups: Vec<Pattern>,
+    /// New-topic discovery period.
+    pub discovery_interval: Duration,
+    /// Group offset sync period.
+    pub group_sync_interval: Duration,
+    /// Topic config and partition-count sync period.
+    pub config_sync_interval: Duration,
+    /// Progress checkpoint period.
+    pub checkpoint_interval: Duration,
+    /// Replication factor for created topics; `None` copies the source's.
+    pub replication_factor: Option<i16>,
+    /// Producer linger.
+    pub linger: Duration,
+    /// Producer batch size in bytes.
+    pub batch_bytes: u64,
+    /// Records buffered towards the target before reading pauses.
+    pub max_buffered_records: u64,
+}
+
+impl FlowConfig {
+    /// Whether a source topic is copied by this flow.
+    pub fn wants_topic(&self, topic: &str, state_topic: &str) -> bool {
+        !is_internal(topic, state_topic)
+            && self.topics.iter().any(|p| p.matches(topic))
+            && !self.exclude.iter().any(|p| p.matches(topic))
+    }
+
+    /// The target topic name for a source topic.
+    pub fn target_topic(&self, topic: &str) -> String {
+        self.rename.replace("{topic}", topic)
+    }
+
+    /// The source topic a target topic name was made from, if it was.
+    pub fn source_topic(&self, target: &str) -> Option<String> {
+        let (prefix, suffix) = self.rename.split_once("{topic}")?;
+        let inner = target.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        (!inner.is_empty()).then(|| inner.to_string())
+    }
+
+    /// Whether a group's offsets are translated by this flow.
+    pub fn wants_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|p| p.matches(group))
+            && !self.exclude_groups.iter().any(|p| p.matches(group))
+    }
+}
+
+/// Kafka's own internal topics and kflip's state topic are never copied.
+pub fn is_internal(topic: &str, state_topic: &str) -> bool {
+    topic == state_topic || topic.starts_with("__") || topic.starts_with("_kflip")
+}
+
+fn patterns(
+    key: &str,
+    list: Option<Vec<String>>,
+    default: &[&str],
+) -> Result<Vec<Pattern>, ConfigError> {
+    let list = list.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            Pattern::new(text).map_err(|e| {
+                invalid(
+                    format!("{key}[{i}]"),
+                    format!("{text:?} is not a valid regular expression: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+pub(super) fn validate_replication(
+    r: ReplicationFile,
+    clusters: &IndexMap<ClusterName, ClusterConfig>,
+) -> Result<ReplicationConfig, ConfigError> {
+    let state_topic = r.state_topic.unwrap_or_else(|| "_kflip_state".to_string());
+    if !valid_topic(&state_topic) {
+        return Err(invalid(
+            "replication.state_topic",
+            format!("{state_topic:?} is not a valid topic name"),
+        ));
+    }
+    let mut flows: Vec<FlowConfig> = Vec::new();
+    for (i, f) in r.flows.into_iter().enumerate() {
+        let key = format!("replication.flows[{i}]");
+        let flow = validate_flow(&key, f, clusters)?;
+        if flows.iter().any(|o| o.id == flow.id) {
+            return Err(invalid(
+                key,
+                format!(
+                    "repeats the flow {}; put all its topics in one flow",
+                    flow.id
+                ),
+            ));
+        }
+        flows.push(flow);
+    }
+    Ok(ReplicationConfig { flows, state_topic })
+}
+
+fn validate_flow(
+    key: &str,
+    f: FlowFile,
+    clusters: &IndexMap<ClusterName, ClusterConfig>,
+) -> Result<FlowConfig, ConfigError> {
+    for (which, name) in [("source", &f.source), ("target", &f.target)] {
+        if !clusters.contains_key(&ClusterName::from(name.as_str())) {
+            return Err(invalid(
+                format!("{key}.{which}"),
+                format!("names cluster {name:?}, which is not under clusters"),
+            ));
+        }
+    }
+    if f.source == f.target {
+        return Err(invalid(format!("{key}.target"), "must differ from source"));
+    }
+    if f.topics.is_empty() {
+        return Err(invalid(
+            format!("{key}.topics"),
+            "must list at least one pattern",
+        ));
+    }
+    let rename = f.rename.unwrap_or_else(|| "{topic}".to_string());
+    if !rename.contains("{topic}") || !valid_topic(&rename.replace("{topic}", "t")) {
+        return Err(invalid(
+            format!("{key}.rename"),
+            format!("{rename:?} must contain {{topic}} and otherwise only letters, digits, '.', '_' and '-'"),
+        ));
+    }
+    let d = |name: &str, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+        let k = format!("{key}.{name}");
+        let got = duration(&k, v, default)?;
+        if got.is_zero() {
+            return Err(invalid(k, "must be greater than zero"));
+        }
+        Ok(got)
+    };
+    if let Some(rf) = f.replication_factor {
+        if rf < 1 {
+            return Err(invalid(
+                format!("{key}.replication_factor"),
+                "must be at least 1",
+            ));
+        }
+    }
+    Ok(FlowConfig {
+        id: format!("{}->{}", f.source, f.target),
+        source: ClusterName::from(f.source.as_str()),
+        target: ClusterName::from(f.target.as_str()),
+        topics: patterns(&format!("{key}.topics"), Some(f.topics), &[])?,
+        exclude: patterns(&format!("{key}.exclude"), f.exclude, &[])?,
+        rename,
+        groups: patterns(&format!("{key}.groups"), f.groups, &[".*"])?,
+        exclude_groups: patterns(&format!("{key}.exclude_groups"), f.exclude_groups, &[])?,
+        discovery_interval: d(
+            "discovery_interval",
+            f.discovery_interval,
+            Duration::from_secs(2),
+        )?,
+        group_sync_interval: d(
+            "group_sync_interval",
+            f.group_sync_interval,
+            Duration::from_secs(2),
+        )?,
+        config_sync_interval: d(
+            "config_sync_interval",
+            f.config_sync_interval,
+            Duration::from_secs(10),
+        )?,
+        checkpoint_interval: d(
+            "checkpoint_interval",
+            f.checkpoint_interval,
+            Duration::from_secs(1),
+        )?,
+        replication_factor: f.replication_factor,
+        linger: duration(&format!("{key}.linger"), f.linger, Duration::from_millis(5))?,
+        batch_bytes: f.batch_bytes.unwrap_or(1 << 20).max(1024),
+        max_buffered_records: f.max_buffered_records.unwrap_or(100_000).max(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    const BASE: &str = "clusters:\n  dc1: { bootstrap: \"h:1\" }\n  dc2: { bootstrap: \"h:2\" }\n";
+
+    #[test]
+    fn minimal_flows_are_accepted() {
+        let c = Config::parse(&format!(
+            "{BASE}replication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [\"topic1\", \"orders\\\\..*\"] }}\n    - {{ source: dc2, target: dc1, topics: [\"topic1\"] }}\n"
+        ))
+        .unwrap();
+        let r = c.replication.unwrap();
+        assert_eq!(r.flows.len(), 2);
+        let f = &r.flows[0];
+        assert_eq!(f.id, "dc1->dc2");
+        assert!(f.wants_topic("topic1", &r.state_topic));
+        assert!(f.wants_topic("orders.eu", &r.state_topic));
+        assert!(
+            !f.wants_topic("xtopic1", &r.state_topic),
+            "patterns match whole names"
+        );
+        assert!(!f.wants_topic("orders", &r.state_topic));
+        assert!(!f.wants_topic("_kflip_state", &r.state_topic));
+        assert!(f.wants_group("any-group"));
+        assert_eq!(f.target_topic("topic1"), "topic1");
+    }
+
+    #[test]
+    fn flow_errors_name_their_key() {
+        for (flow, key) in [
+            (
+                "{ source: dc1, target: dc3, topics: [a] }",
+                "replication.flows[0].target",
+            ),
+            (
+                "{ source: dc1, target: dc1, topics: [a] }",
+                "replication.flows[0].target",
+            ),
+            (
+                "{ source: dc1, target: dc2, topics: [] }",
+                "replication.flows[0].topics",
+            ),
+            (
+                "{ source: dc1, target: dc2, topics: [\"(\"] }",
+                "replication.flows[0].topics[0]",
+            ),
+            (
+                "{ source: dc1, target: dc2, topics: [a], rename: \"x\" }",
+                "replication.flows[0].rename",
+            ),
+            (
+                "{ source: dc1, target: dc2, topics: [a], speed: 9 }",
+                "speed",
+            ),
+        ] {
+            let e = Config::parse(&format!("{BASE}replication:\n  flows:\n    - {flow}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{flow}: {e}");
+        }
+    }
+
+    #[test]
+    fn rename_and_excludes() {
+        let c = Config::parse(&format!(
+            "{BASE}replication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [\".*\"], exclude: [\"tmp\\\\..*\"], rename: \"{{topic}}.replica\", groups: [\"app-.*\"], exclude_groups: [\"app-test\"] }}\n"
+        ))
+        .unwrap();
+        let r = c.replication.unwrap();
+        let f = &r.flows[0];
+        assert_eq!(f.target_topic("orders"), "orders.replica");
+        assert_eq!(f.source_topic("orders.replica").as_deref(), Some("orders"));
+        assert_eq!(f.source_topic("orders"), None);
+        assert!(!f.wants_topic("tmp.x", &r.state_topic));
+        assert!(!f.wants_topic("__consumer_offsets", &r.state_topic));
+        assert!(f.wants_group("app-1") && !f.wants_group("app-test") && !f.wants_group("other"));
+    }
+}
