@@ -29,6 +29,19 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run the replication engine: copy topics and translate consumer-group
+    /// offsets along the config's `replication.flows`.
+    Replicate {
+        /// The YAML config file (see docs/configuration.md).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the proxy and the replication engine together in one process.
+    Run {
+        /// The YAML config file (see docs/configuration.md).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Check config files and explain what is wrong; exits 1 if any is invalid.
     ValidateConfig {
         /// One or more YAML config files.
@@ -43,21 +56,47 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::ValidateConfig { files } => validate(&files),
-        Command::Proxy { config } => {
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("kflip: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run_proxy(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("kflip: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Proxy { config } => serve(config, Parts::PROXY),
+        Command::Replicate { config } => serve(config, Parts::ENGINE),
+        Command::Run { config } => serve(config, Parts::BOTH),
+    }
+}
+
+/// Which halves of kflip a command runs.
+#[derive(Clone, Copy)]
+struct Parts {
+    proxy: bool,
+    engine: bool,
+}
+
+impl Parts {
+    const PROXY: Parts = Parts {
+        proxy: true,
+        engine: false,
+    };
+    const ENGINE: Parts = Parts {
+        proxy: false,
+        engine: true,
+    };
+    const BOTH: Parts = Parts {
+        proxy: true,
+        engine: true,
+    };
+}
+
+fn serve(config: PathBuf, parts: Parts) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kflip: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config, parts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kflip: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -102,10 +141,18 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn run_proxy(path: PathBuf) -> anyhow::Result<()> {
+async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
     let cfg = config::load(&path)?;
-    cfg.require_proxy()?;
-    let (tx, rx) = watch::channel(Arc::new(cfg));
+    if parts.proxy {
+        cfg.require_proxy()?;
+    }
+    if parts.engine && cfg.replication.is_none() {
+        anyhow::bail!(
+            "{}: replication: is required to run the replication engine",
+            path.display()
+        );
+    }
+    let (tx, mut rx) = watch::channel(Arc::new(cfg));
     let shutdown = CancellationToken::new();
     let status = Arc::new(ReloadStatus::default());
     let watcher = tokio::spawn({
@@ -116,14 +163,51 @@ async fn run_proxy(path: PathBuf) -> anyhow::Result<()> {
             }
         }
     });
-    let proxy = crate::proxy::start(rx, shutdown.clone()).await?;
+    let proxy = if parts.proxy {
+        Some(crate::proxy::start(rx.clone(), shutdown.clone()).await?)
+    } else {
+        None
+    };
+    let engine = if parts.engine {
+        let engine = Arc::new(crate::replication::Engine::new(
+            tokio::runtime::Handle::current(),
+        ));
+        let first = rx.borrow_and_update().clone();
+        let e = engine.clone();
+        tokio::task::spawn_blocking(move || e.apply(&first)).await?;
+        tokio::spawn(crate::replication::log_lag(
+            engine.clone(),
+            std::time::Duration::from_secs(30),
+            shutdown.clone(),
+        ));
+        let (e, stop) = (engine.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+                let cfg = rx.borrow_and_update().clone();
+                let e = e.clone();
+                let _ = tokio::task::spawn_blocking(move || e.apply(&cfg)).await;
+            }
+        });
+        Some(engine)
+    } else {
+        None
+    };
     wait_for_signal().await;
     tracing::info!(
-        open = proxy.connections(),
-        "shutting down; draining connections"
+        open = proxy.as_ref().map(|p| p.connections()).unwrap_or(0),
+        "shutting down; draining"
     );
     shutdown.cancel();
-    proxy.drained().await;
+    if let Some(p) = &proxy {
+        p.drained().await;
+    }
+    if let Some(e) = engine {
+        let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+    }
     let _ = watcher.await;
     tracing::info!("stopped");
     Ok(())

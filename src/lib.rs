@@ -8,6 +8,8 @@
 //! - [`routing`]: the virtual topology clients see, mapped onto the active
 //!   cluster.
 //! - [`proxy`]: listeners, connections, the switch between clusters.
+//! - [`replication`]: the engine: flows, topic sync, record copy,
+//!   checkpoints, group offset translation.
 //! - [`kafka`]: kflip's own minimal client for probing clusters.
 //! - [`offsets`]: the source-to-target offset map and its translation.
 //! - [`cli`]: the `kflip` command line.
@@ -22,4 +24,5 @@ pub mod kafka;
 pub mod offsets;
 pub mod protocol;
 pub mod proxy;
+pub mod replication;
 pub mod routing;

@@ -32,7 +32,7 @@ fn group_consume(bootstrap: &str, topic: &str, group: &str, n: usize) -> Vec<Str
         &format!("{n} records in group {group}"),
         Duration::from_secs(60),
         || {
-            if let Some(m) = c.poll(Duration::from_millis(100)) {
+            while let Some(m) = c.poll(Duration::from_millis(100)) {
                 let m = m.expect("consume through kflip");
                 got.push(String::from_utf8_lossy(m.payload().unwrap()).to_string());
             }

@@ -1,5 +1,8 @@
 //! A minimal Kafka client for kflip's own requests to clusters: probing
-//! ApiVersions and fetching Metadata. It speaks one request at a time.
+//! ApiVersions and fetching Metadata, and consumer-group admin
+//! ([`groups`]). It speaks one request at a time.
+
+pub mod groups;
 
 use std::time::Duration;
 

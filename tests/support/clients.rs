@@ -109,7 +109,7 @@ pub fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<String>> {
         &format!("reading {topic} from {bootstrap}"),
         Duration::from_secs(30),
         || {
-            if let Some(m) = c.poll(Duration::from_millis(100)) {
+            while let Some(m) = c.poll(Duration::from_millis(100)) {
                 let m = m.expect("consume");
                 let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
                 out.get_mut(&m.partition()).unwrap().push(v);

@@ -204,9 +204,11 @@ impl TwoClusters {
 /// A kflip process running `kflip proxy` on a config file it owns.
 pub struct Kflip {
     child: Option<Child>,
-    /// The bootstrap listener port.
+    /// The bootstrap listener port (0 for `replicate`).
     pub port: u16,
     dir: tempfile::TempDir,
+    command: String,
+    level: String,
 }
 
 impl Kflip {
@@ -221,24 +223,7 @@ impl Kflip {
     /// benchmarks use `"warn"` so logging does not distort their numbers
     /// (the listening line is always kept).
     pub fn start_with_log(yaml: &str, level: &str) -> Kflip {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut k = Kflip {
-            child: None,
-            port: 0,
-            dir,
-        };
-        k.write_config(yaml);
-        let log = std::fs::File::create(k.dir.path().join("kflip.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kflip"))
-            .args(["proxy", "--config"])
-            .arg(k.config_path())
-            .env("KFLIP_LOG", format!("{level},kflip::proxy=info"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start kflip");
-        k.child = Some(child);
+        let mut k = Kflip::spawn("proxy", yaml, level);
         k.port = wait_for("kflip to listen", Duration::from_secs(20), || {
             let log = k.log();
             let at = log.find("proxy listening listen=")? + "proxy listening listen=".len();
@@ -246,6 +231,58 @@ impl Kflip {
             addr.rsplit_once(':')?.1.parse::<u16>().ok()
         });
         k
+    }
+
+    /// Starts `kflip replicate` on `yaml` (no proxy, so no port).
+    pub fn replicate(yaml: &str) -> Kflip {
+        Kflip::spawn("replicate", yaml, "kflip=debug,info")
+    }
+
+    /// Writes the config and starts `kflip COMMAND --config FILE`.
+    pub fn spawn(command: &str, yaml: &str, level: &str) -> Kflip {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut k = Kflip {
+            child: None,
+            port: 0,
+            dir,
+            command: command.to_string(),
+            level: level.to_string(),
+        };
+        k.write_config(yaml);
+        k.launch();
+        k
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("kflip.log"))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kflip"))
+            .args([self.command.as_str(), "--config"])
+            .arg(self.config_path())
+            .env("KFLIP_LOG", format!("{},kflip::proxy=info", self.level))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start kflip");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no drain, no final checkpoint.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same command again on the same config (after [`Kflip::kill9`]).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
     }
 
     /// The config file's path.

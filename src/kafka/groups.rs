@@ -1,0 +1,243 @@
+//! Consumer-group admin on one cluster with kflip's own client: list groups,
+//! their state, and read and write committed offsets, outside any group
+//! membership (generation -1), as an admin tool would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
+    OffsetCommitRequest, OffsetFetchRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{ClientError, KafkaConn};
+use crate::protocol::versions::VersionTable;
+
+/// Committed offsets by (topic, partition).
+pub type Offsets = BTreeMap<(String, i32), i64>;
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+/// Group admin for one cluster, with cached connections.
+pub struct GroupAdmin {
+    bootstrap: Vec<String>,
+    timeout: Duration,
+    /// Connections by broker address, with that broker's versions.
+    conns: HashMap<String, (KafkaConn, VersionTable)>,
+}
+
+impl GroupAdmin {
+    /// Group admin for the cluster at `bootstrap`.
+    pub fn new(bootstrap: Vec<String>, timeout: Duration) -> GroupAdmin {
+        GroupAdmin {
+            bootstrap,
+            timeout,
+            conns: HashMap::new(),
+        }
+    }
+
+    fn err(&self, message: String) -> ClientError {
+        ClientError::Exchange {
+            addr: self.bootstrap.join(","),
+            message,
+        }
+    }
+
+    async fn conn(
+        &mut self,
+        addr: Option<&str>,
+    ) -> Result<&mut (KafkaConn, VersionTable), ClientError> {
+        let key = match addr {
+            Some(a) => a.to_string(),
+            None => match self.conns.keys().next() {
+                Some(k) => k.clone(),
+                None => {
+                    let mut c = KafkaConn::connect_any(&self.bootstrap, self.timeout).await?;
+                    let v = c.api_versions().await?;
+                    let k = c.addr().to_string();
+                    self.conns.insert(k.clone(), (c, v));
+                    k
+                }
+            },
+        };
+        if !self.conns.contains_key(&key) {
+            let mut c = KafkaConn::connect(&key, self.timeout).await?;
+            let v = c.api_versions().await?;
+            self.conns.insert(key.clone(), (c, v));
+        }
+        Ok(self.conns.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Drops cached connections (after an error).
+    pub fn reset(&mut self) {
+        self.conns.clear();
+    }
+
+    fn version(table: &VersionTable, key: ApiKey, cap: i16) -> i16 {
+        table
+            .get(&(key as i16))
+            .map(|r| r.max.min(cap).max(r.min))
+            .unwrap_or(0)
+    }
+
+    /// Every group on every broker of the cluster.
+    pub async fn list_groups(&mut self) -> Result<Vec<String>, ClientError> {
+        let brokers: Vec<String> = {
+            let (c, v) = self.conn(None).await?;
+            let v = v.clone();
+            c.brokers(&v)
+                .await?
+                .brokers
+                .iter()
+                .map(|b| format!("{}:{}", b.host.as_str(), b.port))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for b in brokers {
+            let (c, v) = self.conn(Some(&b)).await?;
+            let ver = Self::version(v, ApiKey::ListGroups, 4);
+            let r = c.send(&ListGroupsRequest::default(), ver).await?;
+            out.extend(
+                r.groups
+                    .into_iter()
+                    .map(|g| g.group_id.0.as_str().to_string()),
+            );
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn coordinator(&mut self, group: &str) -> Result<String, ClientError> {
+        let (c, v) = self.conn(None).await?;
+        let ver = Self::version(v, ApiKey::FindCoordinator, 3);
+        let r = c
+            .send(&FindCoordinatorRequest::default().with_key(s(group)), ver)
+            .await?;
+        if r.error_code != 0 {
+            return Err(self.err(format!(
+                "FindCoordinator for group {group}: error code {}",
+                r.error_code
+            )));
+        }
+        Ok(format!("{}:{}", r.host.as_str(), r.port))
+    }
+
+    /// A group's state ("Empty", "Stable", "Dead", ...) and member count.
+    pub async fn describe(&mut self, group: &str) -> Result<(String, usize), ClientError> {
+        let addr = self.coordinator(group).await?;
+        let (c, v) = self.conn(Some(&addr)).await?;
+        let ver = Self::version(v, ApiKey::DescribeGroups, 5);
+        let r = c
+            .send(
+                &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]),
+                ver,
+            )
+            .await?;
+        let g = r
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.err("DescribeGroups returned no group".into()))?;
+        Ok((g.group_state.as_str().to_string(), g.members.len()))
+    }
+
+    /// A group's committed offsets for `topics` (`partitions` each); -1
+    /// entries are left out. Topics are always named: some brokers answer
+    /// the "all topics" form with a malformed null array.
+    pub async fn committed(
+        &mut self,
+        group: &str,
+        topics: &BTreeMap<String, i32>,
+    ) -> Result<Offsets, ClientError> {
+        let addr = self.coordinator(group).await?;
+        let (c, v) = self.conn(Some(&addr)).await?;
+        let ver = Self::version(v, ApiKey::OffsetFetch, 7).max(2);
+        let list = topics
+            .iter()
+            .map(|(t, n)| {
+                OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partition_indexes((0..*n).collect())
+            })
+            .collect();
+        let r = c
+            .send(
+                &OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_topics(Some(list)),
+                ver,
+            )
+            .await?;
+        if r.error_code != 0 {
+            return Err(self.err(format!(
+                "OffsetFetch for group {group}: error code {}",
+                r.error_code
+            )));
+        }
+        let mut out = Offsets::new();
+        for t in r.topics {
+            for p in t.partitions {
+                if p.error_code == 0 && p.committed_offset >= 0 {
+                    out.insert(
+                        (t.name.0.as_str().to_string(), p.partition_index),
+                        p.committed_offset,
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits offsets for a group from outside it (generation -1). Fails
+    /// for a group with active members, which is the fence kflip relies on.
+    pub async fn commit(&mut self, group: &str, offsets: &Offsets) -> Result<(), ClientError> {
+        let addr = self.coordinator(group).await?;
+        let (c, v) = self.conn(Some(&addr)).await?;
+        let ver = Self::version(v, ApiKey::OffsetCommit, 7).max(2);
+        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for ((t, p), o) in offsets {
+            topics.entry(t.as_str()).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(*p)
+                    .with_committed_offset(*o)
+                    .with_committed_metadata(Some(s("kflip"))),
+            );
+        }
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(s(""))
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let r = c.send(&req, ver).await?;
+        for t in r.topics {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    return Err(self.err(format!(
+                        "OffsetCommit for group {group} {}[{}]: error code {}",
+                        t.name.0.as_str(),
+                        p.partition_index,
+                        p.error_code
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! A flow's periodic work besides copying: discovering and creating topics,
+//! assigning their partitions, syncing configs, and checkpointing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::BaseRecord;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::flow::{recover_from_target, resume_point, Runner, CHECKPOINT};
+use super::state::{checkpoint_key, PartState, SourcePartition};
+use super::topics::{self, TopicInfo};
+
+/// Maps with more runs than this are pruned from the oldest end before they
+/// are checkpointed (about 3 bytes a run on disk).
+const MAX_RUNS: usize = 50_000;
+
+impl Runner<'_> {
+    /// Finds new matching topics and new partitions, creates what the target
+    /// lacks, and starts copying them.
+    pub(super) fn discover(&mut self) -> Result<(), String> {
+        let st = self.setup.state.clone();
+        let cfg = &st.cfg;
+        let topics = self.source_admin.topics()?;
+        let mut target: Option<HashMap<String, TopicInfo>> = None;
+        let mut tpl = TopicPartitionList::new();
+        for t in topics
+            .iter()
+            .filter(|t| cfg.wants_topic(&t.name, &self.setup.state_topic))
+        {
+            let known = self.assigned.get(&t.name).copied();
+            if known.is_some_and(|n| n >= t.partitions) {
+                continue;
+            }
+            let target_name = cfg.target_topic(&t.name);
+            if target.is_none() {
+                target = Some(
+                    self.target_admin
+                        .topics()?
+                        .into_iter()
+                        .map(|x| (x.name.clone(), x))
+                        .collect(),
+                );
+            }
+            let existing = target.as_ref().and_then(|m| m.get(&target_name));
+            let mut created = false;
+            match existing {
+                None => {
+                    let rf = match topics::replication_factor(
+                        cfg,
+                        t.replication_factor,
+                        self.target_admin.brokers()?,
+                    ) {
+                        Ok(rf) => rf,
+                        Err(e) => {
+                            st.error(format!("not creating {target_name}: {e}"));
+                            continue;
+                        }
+                    };
+                    let configs = topics::wanted_configs(
+                        &self.source_admin.topic_configs(&t.name),
+                        &BTreeMap::new(),
+                    );
+                    created =
+                        self.target_admin
+                            .create_topic(&target_name, t.partitions, rf, &configs)?;
+                    tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, partitions = t.partitions, rf, "created target topic");
+                }
+                Some(info) if info.partitions < t.partitions => {
+                    if let Err(e) = self.target_admin.add_partitions(&target_name, t.partitions) {
+                        st.error(format!(
+                            "{} has {} partitions on the source but {} on the target, and adding them failed: {e}",
+                            t.name, t.partitions, info.partitions
+                        ));
+                        continue;
+                    }
+                    tracing::info!(flow = %cfg.id, topic = %target_name, partitions = t.partitions, "added partitions on the target");
+                }
+                Some(info) if info.partitions > t.partitions => {
+                    tracing::warn!(flow = %cfg.id, topic = %target_name, source = t.partitions, target = info.partitions, "target topic has more partitions than the source; the extra ones get no copies");
+                }
+                Some(_) => {}
+            }
+            for p in known.unwrap_or(0)..t.partitions {
+                let sp = SourcePartition {
+                    topic: t.name.clone(),
+                    partition: p,
+                };
+                let mut map = self.checkpoints.remove(&sp).unwrap_or_default();
+                if !created {
+                    match recover_from_target(
+                        &self.setup.target,
+                        &target_name,
+                        &st.source_id,
+                        &sp,
+                        &mut map,
+                    ) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(flow = %cfg.id, topic = %sp.topic, partition = p, copies = n, "found copies made after the last checkpoint")
+                        }
+                        Err(e) => {
+                            st.error(format!("cannot read {target_name}[{p}] to resume: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                let from = resume_point(&map);
+                st.lock().insert(
+                    sp.clone(),
+                    PartState {
+                        map,
+                        read_next: from,
+                        dirty: true,
+                        ..Default::default()
+                    },
+                );
+                let at = self.check_range(&sp, from);
+                if let Some(state) = st.lock().get_mut(&sp) {
+                    state.read_next = at;
+                }
+                tpl.add_partition_offset(&t.name, p, Offset::Offset(at))
+                    .map_err(|e| e.to_string())?;
+            }
+            tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, partitions = t.partitions, "replicating topic");
+            self.assigned.insert(t.name.clone(), t.partitions);
+        }
+        if tpl.count() > 0 {
+            self.source
+                .incremental_assign(&tpl)
+                .map_err(|e| format!("assign: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Brings target topic configs in line with the source's.
+    pub(super) fn sync_configs(&self) {
+        let cfg = &self.setup.state.cfg;
+        for topic in self.assigned.keys() {
+            let target = cfg.target_topic(topic);
+            let src = self.source_admin.topic_configs(topic);
+            let tgt = self.target_admin.topic_configs(&target);
+            let want = topics::wanted_configs(&src, &tgt);
+            if want != tgt {
+                match self.target_admin.set_configs(&target, &want) {
+                    Ok(()) => {
+                        tracing::info!(flow = %cfg.id, topic = %target, ?want, "synced topic configs")
+                    }
+                    Err(e) => self
+                        .setup
+                        .state
+                        .error(format!("config sync of {target}: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Writes the maps of partitions that changed to the state topic.
+    pub(super) fn checkpoint(&self) {
+        let st = &self.setup.state;
+        let dirty: Vec<(String, Vec<u8>)> = st
+            .lock()
+            .iter_mut()
+            .filter(|(_, p)| p.dirty)
+            .map(|(k, p)| {
+                p.dirty = false;
+                if p.map.len() > MAX_RUNS {
+                    let cut = p.map.runs()[p.map.len() - MAX_RUNS].source;
+                    p.map.prune_before(cut);
+                }
+                (checkpoint_key(&st.cfg.id, k), p.map.encode())
+            })
+            .collect();
+        for (key, value) in dirty {
+            let rec = BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT)
+                .key(&key)
+                .payload(&value);
+            if let Err((e, _)) = self.producer.send(rec) {
+                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot queue a checkpoint; will retry");
+                if let Some(sp) = super::state::parse_checkpoint_key(&st.cfg.id, &key) {
+                    if let Some(p) = st.lock().get_mut(&sp) {
+                        p.dirty = true;
+                    }
+                }
+            }
+        }
+        self.producer.poll(std::time::Duration::ZERO);
+    }
+}

@@ -1,0 +1,261 @@
+//! The replication engine: flows copy topics from one cluster to another,
+//! keep an exact offset map, and translate consumer-group offsets.
+//!
+//! Layout:
+//! - [`flow`]: one flow's copy loop (librdkafka consumer -> producer) on its
+//!   own thread, with crash recovery from checkpoints and provenance;
+//! - `assign`: topic discovery, creation, partition assignment, config sync,
+//!   checkpoints;
+//! - [`topics`]: admin operations and the durability rules;
+//! - [`provenance`]: the origin header and the loop check (pure);
+//! - [`state`]: per-partition state shared with delivery callbacks, lag;
+//! - [`groups`]: group offset translation.
+//!
+//! Flows come from the config's `replication.flows` and follow hot reloads:
+//! a changed flow is stopped (after its final checkpoint) and started again,
+//! which resumes exactly where it stopped.
+
+mod assign;
+pub mod flow;
+pub mod groups;
+pub mod provenance;
+pub mod state;
+pub mod topics;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, FlowConfig};
+use crate::kafka::groups::GroupAdmin;
+use state::{FlowState, PartitionLag};
+
+/// A running flow.
+struct Running {
+    cfg: FlowConfig,
+    bootstraps: (Vec<String>, Vec<String>),
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    slot: Arc<Mutex<Option<Arc<FlowState>>>>,
+    groups_stop: CancellationToken,
+    last_sync: Arc<Mutex<groups::SyncReport>>,
+}
+
+/// Lag of one flow, for status.
+#[derive(Clone, Debug)]
+pub struct FlowLag {
+    /// `source->target`.
+    pub flow: String,
+    /// Per partition.
+    pub partitions: Vec<PartitionLag>,
+    /// Seconds since the last completed group offset sync, if any.
+    pub offset_sync_age: Option<f64>,
+    /// The flow's last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// The engine: every configured flow.
+pub struct Engine {
+    running: Mutex<Vec<Running>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Engine {
+    /// An engine with no flows; call [`Engine::apply`].
+    pub fn new(rt: tokio::runtime::Handle) -> Engine {
+        Engine {
+            running: Mutex::new(Vec::new()),
+            rt,
+        }
+    }
+
+    /// Starts, stops and restarts flows to match `cfg`.
+    pub fn apply(&self, cfg: &Config) {
+        let wanted: Vec<FlowConfig> = cfg
+            .replication
+            .as_ref()
+            .map(|r| r.flows.clone())
+            .unwrap_or_default();
+        let state_topic = cfg
+            .replication
+            .as_ref()
+            .map(|r| r.state_topic.clone())
+            .unwrap_or_else(|| "_kflip_state".into());
+        let boot = |name: &crate::config::ClusterName| {
+            cfg.cluster(name)
+                .map(|c| c.bootstrap.clone())
+                .unwrap_or_default()
+        };
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keep = Vec::new();
+        for r in running.drain(..) {
+            let same = wanted
+                .iter()
+                .any(|w| *w == r.cfg && (boot(&w.source), boot(&w.target)) == r.bootstraps);
+            if same {
+                keep.push(r);
+            } else {
+                tracing::info!(flow = %r.cfg.id, "stopping flow (removed or changed)");
+                stop(r);
+            }
+        }
+        for w in wanted {
+            if keep.iter().any(|r| r.cfg.id == w.id) {
+                continue;
+            }
+            let bootstraps = (boot(&w.source), boot(&w.target));
+            keep.push(self.start(w, bootstraps, state_topic.clone()));
+        }
+        *running = keep;
+    }
+
+    fn start(
+        &self,
+        cfg: FlowConfig,
+        bootstraps: (Vec<String>, Vec<String>),
+        state_topic: String,
+    ) -> Running {
+        tracing::info!(flow = %cfg.id, "starting flow");
+        let stop = Arc::new(AtomicBool::new(false));
+        let slot = Arc::new(Mutex::new(None));
+        let start = flow::FlowStart {
+            cfg: cfg.clone(),
+            source: bootstraps.0.join(","),
+            target: bootstraps.1.join(","),
+            state_topic,
+            stop: stop.clone(),
+            rt: self.rt.clone(),
+            slot: slot.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("kflip-flow-{}", cfg.id))
+            .spawn(move || flow::run(start))
+            .ok();
+        let groups_stop = CancellationToken::new();
+        let last_sync = Arc::new(Mutex::new(groups::SyncReport::default()));
+        self.rt.spawn(groups::sync_loop(
+            slot.clone(),
+            bootstraps.0.clone(),
+            bootstraps.1.clone(),
+            last_sync.clone(),
+            groups_stop.clone(),
+        ));
+        Running {
+            cfg,
+            bootstraps,
+            stop,
+            thread,
+            slot,
+            groups_stop,
+            last_sync,
+        }
+    }
+
+    /// Stops every flow, each after a final checkpoint.
+    pub fn shutdown(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for r in running.drain(..) {
+            stop(r);
+        }
+    }
+
+    /// Per-flow, per-partition lag and offset-sync staleness.
+    pub fn lag(&self) -> Vec<FlowLag> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .map(|r| {
+                let st = r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                FlowLag {
+                    flow: r.cfg.id.clone(),
+                    partitions: st.as_ref().map(|s| s.lag()).unwrap_or_default(),
+                    offset_sync_age: r
+                        .last_sync
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .at
+                        .map(|t| t.elapsed().as_secs_f64()),
+                    last_error: st.and_then(|s| {
+                        s.last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clone()
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// The state of a flow, by id, once it has started.
+    pub fn flow(&self, id: &str) -> Option<Arc<FlowState>> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let r = running.iter().find(|r| r.cfg.id == id)?;
+        let st = r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        st
+    }
+
+    /// Feeds a commit the proxy observed on `source` (a cluster name) to
+    /// every flow from that cluster: translated and committed on the target
+    /// at once, under the same rules as the periodic sync.
+    pub async fn observe_commit(
+        &self,
+        source: &str,
+        group: &str,
+        offsets: BTreeMap<(String, i32), i64>,
+    ) {
+        let flows: Vec<(Arc<FlowState>, Vec<String>)> = {
+            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running
+                .iter()
+                .filter(|r| r.cfg.source.as_str() == source)
+                .filter_map(|r| {
+                    Some((
+                        r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?,
+                        r.bootstraps.1.clone(),
+                    ))
+                })
+                .collect()
+        };
+        for (st, target) in flows {
+            let mut tgt = GroupAdmin::new(target, Duration::from_secs(10));
+            if let Err(e) = groups::push_commit(&st, &mut tgt, group, &offsets).await {
+                tracing::warn!(flow = %st.cfg.id, group, error = %e, "pushed commit not translated");
+            }
+        }
+    }
+}
+
+fn stop(mut r: Running) {
+    r.stop.store(true, Ordering::Relaxed);
+    r.groups_stop.cancel();
+    if let Some(t) = r.thread.take() {
+        let _ = t.join();
+    }
+}
+
+/// Logs lag of every flow every `every` until `stop`: info when caught up,
+/// warn when records are waiting.
+pub async fn log_lag(engine: Arc<Engine>, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for f in engine.lag() {
+            let records: i64 = f.partitions.iter().map(|p| p.records).sum();
+            let seconds = f.partitions.iter().map(|p| p.seconds).fold(0.0, f64::max);
+            let sync = f
+                .offset_sync_age
+                .map(|s| format!("{s:.1}s ago"))
+                .unwrap_or_else(|| "not yet".into());
+            if records > 0 {
+                tracing::warn!(flow = %f.flow, partitions = f.partitions.len(), lag_records = records, lag_seconds = seconds, offset_sync = %sync, "replication lag");
+            } else {
+                tracing::info!(flow = %f.flow, partitions = f.partitions.len(), offset_sync = %sync, "replication caught up");
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Topic discovery and sync: which source topics a flow copies, creating
+//! them on the target with the source's partition count and configs, and
+//! following config changes and partition increases.
+//!
+//! Durability is never silently weakened: a created topic gets the source's
+//! replication factor (or the flow's explicit `replication_factor`); if the
+//! target has too few brokers for it, the topic is not created and the flow
+//! reports why. `min.insync.replicas` is copied like every other topic
+//! override, and never lowered below what the target topic already has.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use tokio::runtime::Handle;
+
+use crate::config::FlowConfig;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A source topic as metadata describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicInfo {
+    /// Name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+    /// Replicas of partition 0.
+    pub replication_factor: i16,
+}
+
+/// Admin access to one cluster.
+pub struct Admin {
+    client: AdminClient<DefaultClientContext>,
+    rt: Handle,
+    /// The cluster name, for messages.
+    pub name: String,
+}
+
+fn opts() -> AdminOptions {
+    AdminOptions::new()
+        .operation_timeout(Some(TIMEOUT))
+        .request_timeout(Some(TIMEOUT))
+}
+
+impl Admin {
+    /// Connects an admin client to `bootstrap`.
+    pub fn new(name: &str, bootstrap: &str, rt: Handle) -> Result<Admin, String> {
+        let client = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("client.id", "kflip-engine-admin")
+            .create()
+            .map_err(|e| format!("admin client for {name}: {e}"))?;
+        Ok(Admin {
+            client,
+            rt,
+            name: name.to_string(),
+        })
+    }
+
+    /// Every topic with its partition count and replication factor.
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, String> {
+        let md = self
+            .client
+            .inner()
+            .fetch_metadata(None, TIMEOUT)
+            .map_err(|e| format!("metadata from {}: {e}", self.name))?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| TopicInfo {
+                name: t.name().to_string(),
+                partitions: t.partitions().len() as i32,
+                replication_factor: t
+                    .partitions()
+                    .first()
+                    .map(|p| p.replicas().len() as i16)
+                    .unwrap_or(1),
+            })
+            .collect())
+    }
+
+    /// The cluster's id, if the broker reports one.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.client.inner().fetch_cluster_id(TIMEOUT)
+    }
+
+    /// Number of brokers in the cluster.
+    pub fn brokers(&self) -> Result<usize, String> {
+        let md = self
+            .client
+            .inner()
+            .fetch_metadata(None, TIMEOUT)
+            .map_err(|e| format!("metadata from {}: {e}", self.name))?;
+        Ok(md.brokers().len())
+    }
+
+    /// A topic's non-default (topic-level) configs. Brokers that cannot
+    /// describe configs yield an empty set and a debug line.
+    pub fn topic_configs(&self, topic: &str) -> BTreeMap<String, String> {
+        let res = self.rt.block_on(
+            self.client
+                .describe_configs([&ResourceSpecifier::Topic(topic)], &opts()),
+        );
+        let mut out = BTreeMap::new();
+        match res {
+            Ok(list) => {
+                for r in list {
+                    match r {
+                        Ok(res) => {
+                            for e in res.entries {
+                                if e.source == ConfigSource::DynamicTopic && !e.is_sensitive {
+                                    if let Some(v) = e.value {
+                                        out.insert(e.name, v);
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(cluster = %self.name, topic, error = %e, "describe configs failed")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(cluster = %self.name, topic, error = %e, "describe configs failed")
+            }
+        }
+        out
+    }
+
+    /// Creates a topic; an existing one is not an error.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        rf: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<bool, String> {
+        let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(i32::from(rf)));
+        for (k, v) in configs {
+            t = t.set(k, v);
+        }
+        let res = self
+            .rt
+            .block_on(self.client.create_topics([&t], &opts()))
+            .map_err(|e| format!("create topic {name} on {}: {e}", self.name))?;
+        match res.into_iter().next() {
+            Some(Ok(_)) => Ok(true),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+            Some(Err((t, e))) => Err(format!("create topic {t} on {}: {e}", self.name)),
+        }
+    }
+
+    /// Raises a topic's partition count.
+    pub fn add_partitions(&self, name: &str, total: i32) -> Result<(), String> {
+        let p = NewPartitions::new(name, total as usize);
+        let res = self
+            .rt
+            .block_on(self.client.create_partitions([&p], &opts()))
+            .map_err(|e| format!("add partitions to {name} on {}: {e}", self.name))?;
+        for r in res {
+            if let Err((t, e)) = r {
+                return Err(format!("add partitions to {t} on {}: {e}", self.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a topic's overrides with `configs`.
+    pub fn set_configs(
+        &self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let mut a = AlterConfig::new(ResourceSpecifier::Topic(name));
+        for (k, v) in configs {
+            a = a.set(k, v);
+        }
+        let res = self
+            .rt
+            .block_on(self.client.alter_configs([&a], &opts()))
+            .map_err(|e| format!("alter configs of {name} on {}: {e}", self.name))?;
+        for r in res {
+            if let Err((_, e)) = r {
+                return Err(format!("alter configs of {name} on {}: {e}", self.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The configs the target topic should have: the source's overrides, with
+/// `min.insync.replicas` never lowered below the target's current value.
+pub fn wanted_configs(
+    source: &BTreeMap<String, String>,
+    target: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = source.clone();
+    const MIN_ISR: &str = "min.insync.replicas";
+    let num = |m: &BTreeMap<String, String>| m.get(MIN_ISR).and_then(|v| v.parse::<i64>().ok());
+    if let (Some(t), s) = (num(target), num(source)) {
+        if s.is_none_or(|s| s < t) {
+            out.insert(MIN_ISR.to_string(), t.to_string());
+        }
+    }
+    out
+}
+
+/// The replication factor to create a target topic with, or why not.
+pub fn replication_factor(
+    flow: &FlowConfig,
+    source_rf: i16,
+    target_brokers: usize,
+) -> Result<i16, String> {
+    let rf = flow.replication_factor.unwrap_or(source_rf).max(1);
+    if usize::try_from(rf).unwrap_or(0) > target_brokers {
+        return Err(format!(
+            "replication factor {rf} needs {rf} brokers but the target has {target_brokers}; \
+             not creating a weaker topic (set replication_factor on the flow to choose one explicitly)"
+        ));
+    }
+    if flow.replication_factor.is_some_and(|r| r < source_rf) {
+        tracing::warn!(flow = %flow.id, source_rf, rf, "creating target topics with a lower replication factor, as configured");
+    }
+    Ok(rf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn min_isr_is_never_lowered() {
+        let got = wanted_configs(
+            &m(&[("retention.ms", "1000"), ("min.insync.replicas", "1")]),
+            &m(&[("min.insync.replicas", "2")]),
+        );
+        assert_eq!(
+            got,
+            m(&[("retention.ms", "1000"), ("min.insync.replicas", "2")])
+        );
+        let got = wanted_configs(
+            &m(&[("min.insync.replicas", "3")]),
+            &m(&[("min.insync.replicas", "2")]),
+        );
+        assert_eq!(got["min.insync.replicas"], "3");
+        let got = wanted_configs(&m(&[]), &m(&[("min.insync.replicas", "2")]));
+        assert_eq!(got["min.insync.replicas"], "2");
+    }
+
+    #[test]
+    fn replication_factor_is_never_silently_weakened() {
+        let cfg = crate::config::Config::parse(
+            "clusters:\n  a: { bootstrap: \"h:1\" }\n  b: { bootstrap: \"h:2\" }\nreplication:\n  flows:\n    - { source: a, target: b, topics: [t] }\n",
+        )
+        .unwrap();
+        let mut flow = cfg.replication.unwrap().flows.remove(0);
+        assert_eq!(replication_factor(&flow, 3, 3), Ok(3));
+        assert!(replication_factor(&flow, 3, 1)
+            .unwrap_err()
+            .contains("needs 3 brokers"));
+        flow.replication_factor = Some(1);
+        assert_eq!(replication_factor(&flow, 3, 1), Ok(1));
+    }
+}
