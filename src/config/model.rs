@@ -59,6 +59,8 @@ pub struct FlowFile {
     pub batch_bytes: Option<u64>,
     /// Most records buffered towards the target before reading pauses.
     pub max_buffered_records: Option<u64>,
+    /// Most bytes fetched per source partition in one request.
+    pub fetch_partition_bytes: Option<u64>,
 }
 
 /// One entry under `clusters:`.

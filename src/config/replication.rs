@@ -83,6 +83,8 @@ pub struct FlowConfig {
     pub batch_bytes: u64,
     /// Records buffered towards the target before reading pauses.
     pub max_buffered_records: u64,
+    /// Bytes fetched per source partition in one request.
+    pub fetch_partition_bytes: u64,
 }
 
 impl FlowConfig {
@@ -253,6 +255,10 @@ fn validate_flow(
         linger: duration(&format!("{key}.linger"), f.linger, Duration::from_millis(5))?,
         batch_bytes: f.batch_bytes.unwrap_or(1 << 20).max(1024),
         max_buffered_records: f.max_buffered_records.unwrap_or(100_000).max(1),
+        fetch_partition_bytes: f
+            .fetch_partition_bytes
+            .unwrap_or(1 << 20)
+            .clamp(1024, 1 << 30),
     })
 }
 

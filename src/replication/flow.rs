@@ -238,8 +238,14 @@ impl<'a> Runner<'a> {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "error")
             .set("statistics.interval.ms", "1000")
+            // Brokers answer a fetch as soon as data is there; a short wait
+            // bounds replication latency on brokers that hold the whole wait.
+            .set("fetch.wait.max.ms", "100")
             .set("fetch.max.bytes", "52428800")
-            .set("max.partition.fetch.bytes", "10485760")
+            .set(
+                "max.partition.fetch.bytes",
+                cfg.fetch_partition_bytes.to_string(),
+            )
             .set("queued.max.messages.kbytes", "262144")
             .create_with_context(SourceStats(st.clone()))
             .map_err(|e| format!("source consumer: {e}"))?;
@@ -584,6 +590,10 @@ pub(crate) fn scan(
     let c: BaseConsumer = base_config(bootstrap)
         .set("group.id", "_kflip-engine-scan")
         .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        // Small fetches: some brokers (tansu 0.6) slow down badly building
+        // large responses of records with headers, which this scan reads.
+        .set("max.partition.fetch.bytes", "262144")
         .set("enable.partition.eof", "false")
         .create()
         .map_err(|e| format!("scan consumer: {e}"))?;

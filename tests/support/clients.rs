@@ -21,6 +21,11 @@ pub fn config(bootstrap: &str) -> ClientConfig {
     c.set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
         .set("socket.timeout.ms", "10000")
+        // tansu 0.6 holds every Fetch for the whole wait, even with data ready.
+        .set("fetch.wait.max.ms", "10")
+        // ...and takes very long to build large fetch responses of records
+        // with headers, so tests fetch in small steps.
+        .set("max.partition.fetch.bytes", "65536")
         .set("topic.metadata.refresh.interval.ms", "2000");
     c
 }
