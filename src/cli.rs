@@ -126,7 +126,16 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                         )
                     })
                     .unwrap_or_default();
-                println!("{}: ok ({} clusters{proxy})", f.display(), c.clusters.len());
+                let flows = c
+                    .replication
+                    .as_ref()
+                    .map(|r| format!(", {} replication flows", r.flows.len()))
+                    .unwrap_or_default();
+                println!(
+                    "{}: ok ({} clusters{proxy}{flows})",
+                    f.display(),
+                    c.clusters.len()
+                );
             }
             Err(e) => {
                 ok = false;

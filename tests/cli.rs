@@ -22,7 +22,7 @@ fn kflip(args: &[&str]) -> (bool, String) {
 fn help_names_every_subcommand() {
     let (ok, text) = kflip(&["--help"]);
     assert!(ok);
-    for cmd in ["proxy", "validate-config"] {
+    for cmd in ["proxy", "replicate", "run", "validate-config"] {
         assert!(text.contains(cmd), "{text}");
     }
 }
@@ -37,7 +37,7 @@ fn every_shipped_example_config_validates() {
         .map(|p| p.display().to_string())
         .collect();
     files.sort();
-    assert!(files.len() >= 3, "{files:?}");
+    assert!(files.len() >= 5, "{files:?}");
     let args: Vec<&str> = std::iter::once("validate-config")
         .chain(files.iter().map(|s| s.as_str()))
         .collect();

@@ -426,3 +426,40 @@ fn partition_mismatch_the_target_cannot_fix_is_reported() {
         Duration::from_secs(30),
     );
 }
+
+#[test]
+fn flow_changes_apply_on_hot_reload() {
+    let dcs = TwoClusters::start();
+    create_topic(&dcs.dc1.addr(), "first", 1);
+    create_topic(&dcs.dc1.addr(), "second", 1);
+    produce(&dcs.dc1.addr(), "first", "f", 10, 1);
+    produce(&dcs.dc1.addr(), "second", "s", 10, 1);
+    let k = Kflip::replicate(&flows(
+        &dcs,
+        &format!("    - {{ source: dc1, target: dc2, topics: [\"first\"], {FAST} }}\n"),
+    ));
+    wait_for("first copied", Duration::from_secs(30), || {
+        (count(&dcs.dc2.addr(), "first") >= 10).then_some(())
+    });
+    assert_eq!(count(&dcs.dc2.addr(), "second"), 0);
+    k.write_config(&flows(
+        &dcs,
+        &format!("    - {{ source: dc1, target: dc2, topics: [\"first\", \"second\"], {FAST} }}\n"),
+    ));
+    wait_for(
+        "second copied after the reload",
+        Duration::from_secs(30),
+        || (count(&dcs.dc2.addr(), "second") >= 10).then_some(()),
+    );
+    // The restarted flow resumed "first" from its checkpoint: no second copy.
+    produce(&dcs.dc1.addr(), "first", "g", 5, 1);
+    wait_for("first caught up", Duration::from_secs(30), || {
+        (count(&dcs.dc2.addr(), "first") >= 15).then_some(())
+    });
+    assert_eq!(
+        read(&dcs.dc2.addr(), "first").len(),
+        15,
+        "no duplicates after the restart"
+    );
+    assert!(k.log().contains("stopping flow"));
+}
