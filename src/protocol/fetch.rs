@@ -1,24 +1,32 @@
-//! Fetch responses, rewritten in place without decoding the records.
+//! Fetch responses, streamed from the broker to the client and rewritten on
+//! the way, never held whole.
 //!
-//! Fetch is the hot path: its responses carry the consumed data. Decoding
-//! and re-encoding them would copy every byte, so this walker only finds the
-//! few fields that name brokers and patches them where they lie:
-//! - `preferred_read_replica` (v11+), a fixed i32: mapped in place;
-//! - `current_leader` (v12+ partition tag 1): leader id mapped, epoch set to
-//!   -1, in place;
-//! - `topic_id` (v13+): set to the nil id in place;
-//! - `node_endpoints` (top-level tag 0): host and port lengths change, so
-//!   the top-level tagged section at the very end of the frame is rebuilt.
+//! Fetch is the hot path: its responses carry the consumed data, often
+//! megabytes. Reading a whole response before sending any of it puts a
+//! serial stage into every fetch, so instead this walks the response as it
+//! arrives: the small fields are read and patched, and each partition's
+//! records are copied straight through. What is patched, always in place
+//! so the length never changes:
+//! - `preferred_read_replica` (v11+): the node id is mapped;
+//! - `current_leader` (v12+ partition tag 1): leader id mapped, epoch -1;
+//! - `topic_id` (v13+): set to the nil id;
+//! - `node_endpoints` (top-level tag 0): mapped, and the tagged section is
+//!   padded with an unknown tag (which clients skip) to its old length. If
+//!   the mapped endpoints do not fit, they are dropped: they are only a hint
+//!   (KIP-951), and a client without them refreshes metadata.
 //!
-//! The walker accepts tagged fields in versions that do not define them
-//! (some brokers send `node_endpoints` before v16) and rewrites them as well,
-//! so no real address gets through.
+//! Tagged fields are accepted in versions that do not define them (tansu
+//! 0.6 sends `node_endpoints` in v12), and rewritten all the same.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::rewrite::{NodeMap, RewriteError};
 use super::varint::{put_uvarint, Reader};
+
+/// Tag number of the padding field: above any tag Kafka defines.
+const PAD_TAG: u32 = 0x3fff;
 
 fn err(version: i16, message: impl Into<String>) -> RewriteError {
     RewriteError {
@@ -28,154 +36,288 @@ fn err(version: i16, message: impl Into<String>) -> RewriteError {
     }
 }
 
-/// Rewrites a whole Fetch response frame (with its length prefix) in place.
-/// Returns whether anything changed.
-pub fn rewrite_fetch(
-    frame: &mut BytesMut,
+/// Reads from the broker, collects small fields to patch, copies records.
+struct Pump<'a, R, W> {
+    up: &'a mut R,
+    client: &'a mut W,
+    /// Bytes of the frame not yet read.
+    remaining: usize,
+    /// Read but not yet written; patched in place before it is written.
+    out: Vec<u8>,
     version: i16,
-    map: &dyn NodeMap,
-) -> Result<bool, RewriteError> {
-    let flexible = version >= 12;
-    let mut patches: Vec<(usize, [u8; 4])> = Vec::new();
-    let mut nil_ids: Vec<usize> = Vec::new();
-    let tail_start;
-    let mut endpoints: Option<(usize, usize)> = None;
-    {
-        let mut r = Reader::new(&frame[..], 4);
-        let e = |m: &str| err(version, m.to_string());
-        r.skip(4).map_err(|_| e("truncated header"))?;
-        if flexible {
-            r.skip_tagged().map_err(|_| e("bad header tags"))?;
-        }
-        r.skip(4).map_err(|_| e("truncated throttle_time_ms"))?;
-        if version >= 7 {
-            r.skip(6)
-                .map_err(|_| e("truncated error_code/session_id"))?;
-        }
-        let topics = r
-            .array_len(flexible)
-            .map_err(|_| e("bad responses array"))?;
-        for _ in 0..topics {
-            if version >= 13 {
-                nil_ids.push(r.pos());
-                r.skip(16).map_err(|_| e("truncated topic_id"))?;
-            } else {
-                r.string(flexible).map_err(|_| e("bad topic name"))?;
-            }
-            let parts = r
-                .array_len(flexible)
-                .map_err(|_| e("bad partitions array"))?;
-            for _ in 0..parts {
-                // partition_index, error_code, high_watermark,
-                // last_stable_offset (v4+), log_start_offset (v5+)
-                let fixed = 4 + 2 + 8 + 8 + if version >= 5 { 8 } else { 0 };
-                r.skip(fixed).map_err(|_| e("truncated partition"))?;
-                let aborted = r
-                    .nullable_array_len(flexible)
-                    .map_err(|_| e("bad aborted_transactions"))?;
-                for _ in 0..aborted.unwrap_or(0) {
-                    r.skip(16).map_err(|_| e("truncated aborted transaction"))?;
-                    if flexible {
-                        r.skip_tagged()
-                            .map_err(|_| e("bad aborted transaction tags"))?;
-                    }
-                }
-                if version >= 11 {
-                    let at = r.pos();
-                    let id = r.i32().map_err(|_| e("truncated preferred_read_replica"))?;
-                    if id != -1 {
-                        patches.push((at, map.node(id).to_be_bytes()));
-                    }
-                }
-                r.bytes(flexible).map_err(|_| e("bad records"))?;
-                if flexible {
-                    let n = r.uvarint().map_err(|_| e("bad partition tags"))?;
-                    for _ in 0..n {
-                        let tag = r.uvarint().map_err(|_| e("bad partition tag"))?;
-                        let size = r.uvarint().map_err(|_| e("bad partition tag size"))? as usize;
-                        let at = r.pos();
-                        r.skip(size).map_err(|_| e("truncated partition tag"))?;
-                        if tag == 1 && size >= 8 {
-                            let b = &frame[at..at + 4];
-                            let leader = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                            let b = &frame[at + 4..at + 8];
-                            let epoch = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                            if leader != -1 || epoch != -1 {
-                                patches.push((at, map.node(leader).to_be_bytes()));
-                                patches.push((at + 4, (-1i32).to_be_bytes()));
-                            }
-                        }
-                    }
-                }
-            }
-            if flexible {
-                r.skip_tagged().map_err(|_| e("bad topic tags"))?;
-            }
-        }
-        tail_start = r.pos();
-        if flexible {
-            let n = r.uvarint().map_err(|_| e("bad top-level tags"))?;
-            for _ in 0..n {
-                let tag = r.uvarint().map_err(|_| e("bad top-level tag"))?;
-                let size = r.uvarint().map_err(|_| e("bad top-level tag size"))? as usize;
-                let at = r.pos();
-                r.skip(size).map_err(|_| e("truncated top-level tag"))?;
-                if tag == 0 {
-                    endpoints = Some((at, size));
-                }
-            }
-        }
-        if r.pos() != frame.len() {
-            return Err(e("trailing bytes after the response"));
-        }
-    }
-    let changed = !patches.is_empty() || !nil_ids.is_empty() || endpoints.is_some();
-    for (at, bytes) in patches {
-        frame[at..at + 4].copy_from_slice(&bytes);
-    }
-    for at in nil_ids {
-        frame[at..at + 16].fill(0);
-    }
-    if endpoints.is_some() {
-        let tail = rebuild_tail(&frame[tail_start..], version, map)?;
-        frame.truncate(tail_start);
-        frame.put_slice(&tail);
-        let len = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
-    }
-    Ok(changed)
 }
 
-/// Re-encodes the top-level tagged section with `node_endpoints` mapped.
-fn rebuild_tail(tail: &[u8], version: i16, map: &dyn NodeMap) -> Result<Vec<u8>, RewriteError> {
-    let e = |m: &str| err(version, m.to_string());
-    let mut r = Reader::new(tail, 0);
-    let mut out = BytesMut::new();
-    let n = r.uvarint().map_err(|_| e("bad top-level tags"))?;
-    put_uvarint(&mut out, n);
-    for _ in 0..n {
-        let tag = r.uvarint().map_err(|_| e("bad tag"))?;
-        let size = r.uvarint().map_err(|_| e("bad tag size"))? as usize;
-        let start = r.pos();
-        r.skip(size).map_err(|_| e("truncated tag"))?;
-        let data = &tail[start..start + size];
-        put_uvarint(&mut out, tag);
-        if tag != 0 {
-            put_uvarint(&mut out, size as u32);
-            out.put_slice(data);
-            continue;
-        }
-        let mapped = map_endpoints(data, map).ok_or_else(|| e("bad node_endpoints"))?;
-        put_uvarint(&mut out, mapped.len() as u32);
-        out.put_slice(&mapped);
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
+    fn e(&self, m: &str) -> RewriteError {
+        err(self.version, m.to_string())
     }
-    Ok(out.to_vec())
+
+    /// Reads `n` bytes into `out`; returns where they start.
+    async fn take(&mut self, n: usize, what: &str) -> Result<usize, RewriteError> {
+        if n > self.remaining {
+            return Err(self.e(&format!("{what} runs past the end of the response")));
+        }
+        let at = self.out.len();
+        self.out.resize(at + n, 0);
+        self.up
+            .read_exact(&mut self.out[at..])
+            .await
+            .map_err(|e| self.e(&format!("reading {what}: {e}")))?;
+        self.remaining -= n;
+        Ok(at)
+    }
+
+    async fn i32(&mut self, what: &str) -> Result<(usize, i32), RewriteError> {
+        let at = self.take(4, what).await?;
+        let b = &self.out[at..at + 4];
+        Ok((at, i32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+    }
+
+    async fn uvarint(&mut self, what: &str) -> Result<u32, RewriteError> {
+        let mut value: u32 = 0;
+        for shift in (0..35).step_by(7) {
+            let at = self.take(1, what).await?;
+            let b = self.out[at];
+            value |= u32::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.e(&format!("{what}: varint too long")))
+    }
+
+    /// An array or string length in the classic (i32/i16) or compact form;
+    /// `None` for null.
+    async fn len(
+        &mut self,
+        compact: bool,
+        short: bool,
+        what: &str,
+    ) -> Result<Option<usize>, RewriteError> {
+        if compact {
+            return Ok((self.uvarint(what).await? as usize).checked_sub(1));
+        }
+        let n = if short {
+            let at = self.take(2, what).await?;
+            i32::from(i16::from_be_bytes([self.out[at], self.out[at + 1]]))
+        } else {
+            self.i32(what).await?.1
+        };
+        match n {
+            -1 => Ok(None),
+            n if n >= 0 => Ok(Some(n as usize)),
+            _ => Err(self.e(&format!("{what}: negative length"))),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), RewriteError> {
+        if !self.out.is_empty() {
+            self.client
+                .write_all(&self.out)
+                .await
+                .map_err(|e| self.e(&format!("client write failed: {e}")))?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Copies `n` bytes straight from the broker to the client.
+    async fn pass(&mut self, n: usize, what: &str) -> Result<(), RewriteError> {
+        if n > self.remaining {
+            return Err(self.e(&format!("{what} runs past the end of the response")));
+        }
+        self.flush().await?;
+        let copied = tokio::io::copy(&mut (&mut *self.up).take(n as u64), self.client)
+            .await
+            .map_err(|e| self.e(&format!("copying {what}: {e}")))?;
+        if copied != n as u64 {
+            return Err(self.e(&format!(
+                "{what}: the broker closed the connection mid-response"
+            )));
+        }
+        self.remaining -= n;
+        Ok(())
+    }
+
+    /// Reads a tagged-field section; calls `f(tag, offset, size)` for each.
+    async fn tags(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&mut Vec<u8>, u32, usize, usize),
+    ) -> Result<(), RewriteError> {
+        let n = self.uvarint(what).await?;
+        for _ in 0..n {
+            let tag = self.uvarint(what).await?;
+            let size = self.uvarint(what).await? as usize;
+            let at = self.take(size, what).await?;
+            f(&mut self.out, tag, at, size);
+        }
+        Ok(())
+    }
+}
+
+/// Streams one Fetch response body of `len` bytes (the length prefix already
+/// read, and written by the caller) from `up` to `client`, patching it. The
+/// correlation id must be `correlation_id`.
+pub async fn stream_fetch<R, W>(
+    up: &mut R,
+    client: &mut W,
+    len: usize,
+    version: i16,
+    correlation_id: i32,
+    map: &(dyn NodeMap + Sync),
+) -> Result<(), RewriteError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let flexible = version >= 12;
+    let mut p = Pump {
+        up,
+        client,
+        remaining: len,
+        out: Vec::with_capacity(256),
+        version,
+    };
+    let (_, corr) = p.i32("correlation id").await?;
+    if corr != correlation_id {
+        return Err(p.e(&format!(
+            "correlation id {corr} does not match request {correlation_id}"
+        )));
+    }
+    if flexible {
+        p.tags("header tags", |_, _, _, _| {}).await?;
+    }
+    p.take(4, "throttle_time_ms").await?;
+    if version >= 7 {
+        p.take(6, "error_code/session_id").await?;
+    }
+    let topics = p.len(flexible, false, "responses").await?.unwrap_or(0);
+    for _ in 0..topics {
+        if version >= 13 {
+            let at = p.take(16, "topic_id").await?;
+            p.out[at..at + 16].fill(0);
+        } else {
+            let n = p.len(flexible, true, "topic").await?.unwrap_or(0);
+            p.take(n, "topic").await?;
+        }
+        let parts = p.len(flexible, false, "partitions").await?.unwrap_or(0);
+        for _ in 0..parts {
+            let fixed = 4 + 2 + 8 + 8 + if version >= 5 { 8 } else { 0 };
+            p.take(fixed, "partition header").await?;
+            let aborted = p
+                .len(flexible, false, "aborted_transactions")
+                .await?
+                .unwrap_or(0);
+            for _ in 0..aborted {
+                p.take(16, "aborted transaction").await?;
+                if flexible {
+                    p.tags("aborted transaction tags", |_, _, _, _| {}).await?;
+                }
+            }
+            if version >= 11 {
+                let (at, id) = p.i32("preferred_read_replica").await?;
+                if id != -1 {
+                    p.out[at..at + 4].copy_from_slice(&map.node(id).to_be_bytes());
+                }
+            }
+            if let Some(n) = p.len(flexible, false, "records").await? {
+                p.pass(n, "records").await?;
+            }
+            if flexible {
+                p.tags("partition tags", |out, tag, at, size| {
+                    if tag == 1 && size >= 8 {
+                        let b = &out[at..at + 4];
+                        let leader = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                        out[at..at + 4].copy_from_slice(&map.node(leader).to_be_bytes());
+                        out[at + 4..at + 8].copy_from_slice(&(-1i32).to_be_bytes());
+                    }
+                })
+                .await?;
+            }
+        }
+        if flexible {
+            p.tags("topic tags", |_, _, _, _| {}).await?;
+        }
+    }
+    if flexible {
+        let at = p.take(p.remaining, "top-level tags").await?;
+        let tail = p.out.split_off(at);
+        let patched = rewrite_tail(&tail, map).ok_or_else(|| p.e("bad top-level tags"))?;
+        p.out.extend_from_slice(&patched);
+    }
+    if p.remaining != 0 {
+        return Err(p.e("trailing bytes after the response"));
+    }
+    p.flush().await
+}
+
+/// The top-level tagged section with `node_endpoints` mapped, at exactly the
+/// old length (see the module docs).
+fn rewrite_tail(tail: &[u8], map: &dyn NodeMap) -> Option<Vec<u8>> {
+    let mut r = Reader::new(tail, 0);
+    let n = r.uvarint().ok()?;
+    let mut fields: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut saw_endpoints = false;
+    for _ in 0..n {
+        let tag = r.uvarint().ok()?;
+        let size = r.uvarint().ok()? as usize;
+        let start = r.pos();
+        r.skip(size).ok()?;
+        let data = &tail[start..start + size];
+        if tag == 0 {
+            saw_endpoints = true;
+            fields.push((0, map_endpoints(data, map)?));
+        } else {
+            fields.push((tag, data.to_vec()));
+        }
+    }
+    if r.pos() != tail.len() {
+        return None;
+    }
+    if !saw_endpoints {
+        return Some(tail.to_vec());
+    }
+    encode_padded(&fields, tail.len()).or_else(|| {
+        fields.retain(|(t, _)| *t != 0);
+        encode_padded(&fields, tail.len())
+    })
+}
+
+/// Encodes tagged fields, plus a padding field if needed, so the result is
+/// exactly `want` bytes; `None` if that cannot be done.
+fn encode_padded(fields: &[(u32, Vec<u8>)], want: usize) -> Option<Vec<u8>> {
+    let encode = |pad: Option<usize>| {
+        let mut out = Vec::new();
+        put_uvarint(&mut out, (fields.len() + usize::from(pad.is_some())) as u32);
+        for (tag, data) in fields {
+            put_uvarint(&mut out, *tag);
+            put_uvarint(&mut out, data.len() as u32);
+            out.extend_from_slice(data);
+        }
+        if let Some(n) = pad {
+            put_uvarint(&mut out, PAD_TAG);
+            put_uvarint(&mut out, n as u32);
+            out.resize(out.len() + n, 0);
+        }
+        out
+    };
+    let plain = encode(None);
+    if plain.len() == want {
+        return Some(plain);
+    }
+    // The padded length grows with the padding, one byte at a time except
+    // where the size varint widens, so try each size until it fits or passes.
+    (0..want)
+        .map(|n| encode(Some(n)))
+        .take_while(|o| o.len() <= want)
+        .find(|o| o.len() == want)
 }
 
 /// Maps a compact array of NodeEndpoint {node_id, host, port, rack, tags}.
 fn map_endpoints(data: &[u8], map: &dyn NodeMap) -> Option<Vec<u8>> {
     let mut r = Reader::new(data, 0);
-    let mut out = BytesMut::new();
+    let mut out = Vec::new();
     let n = r.array_len(true).ok()?;
     put_uvarint(&mut out, n + 1);
     for _ in 0..n {
@@ -193,5 +335,5 @@ fn map_endpoints(data: &[u8], map: &dyn NodeMap) -> Option<Vec<u8>> {
         out.put_i32(port);
         out.put_slice(rest);
     }
-    (r.pos() == data.len()).then(|| out.to_vec())
+    (r.pos() == data.len()).then_some(out)
 }

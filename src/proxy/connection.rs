@@ -323,6 +323,24 @@ async fn response_loop(
             Pending::Local(frame) => frame.0.freeze(),
             Pending::Upstream {
                 correlation_id,
+                api: ApiKey::Fetch,
+                version,
+                handling: Handling::Rewrite,
+            } => {
+                // Streamed: the records go to the client as they arrive.
+                let len = read_len(&mut upstream, ctx).await?;
+                client
+                    .write_all(&(len as i32).to_be_bytes())
+                    .await
+                    .map_err(|e| format!("client write failed: {e}"))?;
+                let map = ConnMap::new(ctx);
+                fetch::stream_fetch(&mut upstream, client, len, version, correlation_id, &map)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+            Pending::Upstream {
+                correlation_id,
                 api,
                 version,
                 handling,
@@ -330,12 +348,7 @@ async fn response_loop(
                 let frame = read_frame(&mut upstream, MAX_RESPONSE)
                     .await
                     .map_err(|e| format!("upstream {}: {e}", ctx.cluster))?
-                    .ok_or_else(|| {
-                        format!(
-                            "upstream {} closed the connection with requests in flight",
-                            ctx.cluster
-                        )
-                    })?;
+                    .ok_or_else(|| closed(ctx))?;
                 let got = frame
                     .payload()
                     .get(..4)
@@ -346,13 +359,6 @@ async fn response_loop(
                     ));
                 }
                 match handling {
-                    Handling::Rewrite if api == ApiKey::Fetch => {
-                        let mut frame = frame.0;
-                        let map = ConnMap::new(ctx);
-                        fetch::rewrite_fetch(&mut frame, version, &map)
-                            .map_err(|e| e.to_string())?;
-                        frame.freeze()
-                    }
                     Handling::Rewrite => rewrite(ctx, api, version, frame.0.freeze()).await?,
                     _ => frame.0.freeze(),
                 }
@@ -364,6 +370,30 @@ async fn response_loop(
             .map_err(|e| format!("client write failed: {e}"))?;
     }
     Ok(())
+}
+
+fn closed(ctx: &Ctx) -> String {
+    format!(
+        "upstream {} closed the connection with requests in flight",
+        ctx.cluster
+    )
+}
+
+/// Reads a response's length prefix.
+async fn read_len(upstream: &mut BufReader<OwnedReadHalf>, ctx: &Ctx) -> Result<usize, String> {
+    use tokio::io::AsyncReadExt;
+    let mut prefix = [0u8; 4];
+    upstream
+        .read_exact(&mut prefix)
+        .await
+        .map_err(|_| closed(ctx))?;
+    let len = i32::from_be_bytes(prefix);
+    usize::try_from(len).map_err(|_| {
+        format!(
+            "upstream {} sent a negative frame length {len}",
+            ctx.cluster
+        )
+    })
 }
 
 /// Rewrites a response frame (with its length prefix).
