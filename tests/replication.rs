@@ -463,3 +463,41 @@ fn flow_changes_apply_on_hot_reload() {
     );
     assert!(k.log().contains("stopping flow"));
 }
+
+/// The API the proxy uses: a commit it observes is translated and committed
+/// on the target at once, without waiting for the periodic sync (the group
+/// here has no commits on the source at all). Also covers `Engine::lag`.
+#[test]
+fn observed_commits_are_translated_at_once_and_lag_is_reported() {
+    let dcs = TwoClusters::start();
+    create_topic(&dcs.dc1.addr(), "pushed", 1);
+    produce(&dcs.dc1.addr(), "pushed", "p", 100, 1);
+    let cfg = kflip::config::Config::parse(&flows(
+        &dcs,
+        &format!(
+            "    - {{ source: dc1, target: dc2, topics: [\"pushed\"], {} }}\n",
+            FAST.replace("group_sync_interval: 500ms", "group_sync_interval: 1h")
+        ),
+    ))
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let engine = kflip::replication::Engine::new(rt.handle().clone());
+    engine.apply(&cfg);
+    wait_for("lag reported at zero", Duration::from_secs(30), || {
+        let lag = engine.lag();
+        let p = lag.first()?.partitions.first()?.clone();
+        (p.records == 0 && p.source_end == 100 && p.replicated_to == 100).then_some(())
+    });
+    let mut offsets = BTreeMap::new();
+    offsets.insert(("pushed".to_string(), 0), 60);
+    rt.block_on(engine.observe_commit("dc1", "app-pushed", offsets));
+    let c: BaseConsumer = clients::config(&dcs.dc2.addr())
+        .set("group.id", "app-pushed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("pushed", 0);
+    let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    assert_eq!(got.elements()[0].offset(), Offset::Offset(60));
+    engine.shutdown();
+}
