@@ -133,6 +133,46 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Finds partitions whose source log now ends before what was already
+    /// read (the topic was recreated or truncated), which a broker does not
+    /// always signal with an out-of-range error, and handles them like one.
+    /// One ListOffsets per partition, so it runs with the config sync.
+    pub(super) fn check_shrunk(&self) {
+        let st = &self.setup.state;
+        let parts: Vec<(SourcePartition, i64)> = st
+            .lock()
+            .iter()
+            .map(|(k, p)| (k.clone(), p.read_next))
+            .collect();
+        for (sp, at) in parts {
+            let ends_before = self
+                .source_admin
+                .watermarks(&sp.topic, sp.partition)
+                .is_ok_and(|(_, high)| high < at);
+            if !ends_before {
+                continue;
+            }
+            let to = self.check_range(&sp, at);
+            if to != at {
+                if let Some(p) = st.lock().get_mut(&sp) {
+                    p.read_next = to;
+                    p.source_end = -1;
+                }
+                if let Err(e) = self.source.seek(
+                    &sp.topic,
+                    sp.partition,
+                    Offset::Offset(to),
+                    std::time::Duration::from_secs(10),
+                ) {
+                    st.error(format!(
+                        "cannot seek {}[{}] to {to}: {e}",
+                        sp.topic, sp.partition
+                    ));
+                }
+            }
+        }
+    }
+
     /// Brings target topic configs in line with the source's.
     pub(super) fn sync_configs(&self) {
         let cfg = &self.setup.state.cfg;

@@ -298,6 +298,7 @@ impl<'a> Runner<'a> {
                 next_discovery = now + cfg.discovery_interval;
             }
             if now >= next_config_sync {
+                self.check_shrunk();
                 self.sync_configs();
                 next_config_sync = now + cfg.config_sync_interval;
             }
@@ -461,15 +462,15 @@ impl<'a> Runner<'a> {
                 );
                 let parts: Vec<SourcePartition> = self.setup.state.lock().keys().cloned().collect();
                 for sp in parts {
-                    let at = self.check_range(
-                        &sp,
-                        self.setup
-                            .state
-                            .lock()
-                            .get(&sp)
-                            .map(|p| p.read_next)
-                            .unwrap_or(0),
-                    );
+                    // Read first: check_range locks the state itself.
+                    let read = self
+                        .setup
+                        .state
+                        .lock()
+                        .get(&sp)
+                        .map(|p| p.read_next)
+                        .unwrap_or(0);
+                    let at = self.check_range(&sp, read);
                     let _ = self
                         .source
                         .seek(&sp.topic, sp.partition, Offset::Offset(at), TIMEOUT);
@@ -484,10 +485,7 @@ impl<'a> Runner<'a> {
     /// (the partition is shorter than what was copied). Returns where to read.
     pub(super) fn check_range(&self, sp: &SourcePartition, at: i64) -> i64 {
         let st = &self.setup.state;
-        let Ok((low, high)) = self
-            .source
-            .fetch_watermarks(&sp.topic, sp.partition, TIMEOUT)
-        else {
+        let Ok((low, high)) = self.source_admin.watermarks(&sp.topic, sp.partition) else {
             return at;
         };
         if at < low {

@@ -92,6 +92,14 @@ impl Admin {
         self.client.inner().fetch_cluster_id(TIMEOUT)
     }
 
+    /// A partition's log start and end offsets.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), String> {
+        self.client
+            .inner()
+            .fetch_watermarks(topic, partition, TIMEOUT)
+            .map_err(|e| format!("offsets of {topic}[{partition}] on {}: {e}", self.name))
+    }
+
     /// Number of brokers in the cluster.
     pub fn brokers(&self) -> Result<usize, String> {
         let md = self
