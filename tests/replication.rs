@@ -168,7 +168,7 @@ pub fn flows(dcs: &TwoClusters, flows: &str) -> String {
 
 /// Short intervals for tests, and small fetches (tansu 0.6 builds large
 /// fetch responses of records with headers very slowly).
-pub const FAST: &str = "discovery_interval: 500ms, group_sync_interval: 500ms, config_sync_interval: 1s, checkpoint_interval: 200ms, fetch_partition_bytes: 65536";
+pub const FAST: &str = "discovery_interval: 500ms, group_sync_interval: 500ms, config_sync_interval: 1s, checkpoint_interval: 200ms, fetch_partition_bytes: 65536, fetch_wait: 10ms";
 
 #[test]
 fn white_paper_group_resumes_on_dc2_exactly_where_it_left_dc1() {

@@ -61,6 +61,8 @@ pub struct FlowFile {
     pub max_buffered_records: Option<u64>,
     /// Most bytes fetched per source partition in one request.
     pub fetch_partition_bytes: Option<u64>,
+    /// Longest a source fetch waits for data, e.g. `100ms`.
+    pub fetch_wait: Option<String>,
 }
 
 /// One entry under `clusters:`.

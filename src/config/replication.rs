@@ -85,6 +85,8 @@ pub struct FlowConfig {
     pub max_buffered_records: u64,
     /// Bytes fetched per source partition in one request.
     pub fetch_partition_bytes: u64,
+    /// Longest a source fetch waits for data.
+    pub fetch_wait: Duration,
 }
 
 impl FlowConfig {
@@ -259,6 +261,7 @@ fn validate_flow(
             .fetch_partition_bytes
             .unwrap_or(1 << 20)
             .clamp(1024, 1 << 30),
+        fetch_wait: d("fetch_wait", f.fetch_wait, Duration::from_millis(100))?,
     })
 }
 

@@ -224,6 +224,5 @@ impl Runner<'_> {
                 }
             }
         }
-        self.producer.poll(std::time::Duration::ZERO);
     }
 }

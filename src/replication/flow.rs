@@ -238,9 +238,13 @@ impl<'a> Runner<'a> {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "error")
             .set("statistics.interval.ms", "1000")
-            // Brokers answer a fetch as soon as data is there; a short wait
-            // bounds replication latency on brokers that hold the whole wait.
-            .set("fetch.wait.max.ms", "100")
+            // Brokers answer a fetch as soon as data is there; the wait only
+            // matters when the source is idle, and on brokers that hold
+            // every fetch for the whole wait (tansu 0.6).
+            .set(
+                "fetch.wait.max.ms",
+                cfg.fetch_wait.as_millis().max(1).to_string(),
+            )
             .set("fetch.max.bytes", "52428800")
             .set(
                 "max.partition.fetch.bytes",
@@ -313,10 +317,21 @@ impl<'a> Runner<'a> {
                 Some(Err(e)) => self.source_error(e),
             }
         }
-        let _ = self.producer.flush(TIMEOUT);
+        self.drain();
         self.checkpoint();
-        let _ = self.producer.flush(TIMEOUT);
+        self.drain();
         tracing::info!(flow = %cfg.id, "flow stopped");
+    }
+
+    /// Waits (bounded) until the producer has nothing in flight. Delivery
+    /// reports are served only by the producer's own thread: serving them
+    /// here too (`flush`, `poll`) would let two threads record the
+    /// acknowledgements of one partition out of order.
+    fn drain(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Copies one source record, or skips it if it would loop.
