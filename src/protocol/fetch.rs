@@ -20,7 +20,7 @@
 
 use bytes::BufMut;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::rewrite::{NodeMap, RewriteError};
 use super::varint::{put_uvarint, Reader};
@@ -47,7 +47,7 @@ struct Pump<'a, R, W> {
     version: i16,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
+impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
     fn e(&self, m: &str) -> RewriteError {
         err(self.version, m.to_string())
     }
@@ -127,7 +127,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
             return Err(self.e(&format!("{what} runs past the end of the response")));
         }
         self.flush().await?;
-        let copied = tokio::io::copy(&mut (&mut *self.up).take(n as u64), self.client)
+        // copy_buf writes straight from the reader's buffer: no extra copy,
+        // and chunks as large as that buffer.
+        let copied = tokio::io::copy_buf(&mut (&mut *self.up).take(n as u64), self.client)
             .await
             .map_err(|e| self.e(&format!("copying {what}: {e}")))?;
         if copied != n as u64 {
@@ -168,7 +170,7 @@ pub async fn stream_fetch<R, W>(
     map: &(dyn NodeMap + Sync),
 ) -> Result<(), RewriteError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let flexible = version >= 12;

@@ -317,7 +317,7 @@ async fn response_loop(
     client: &mut OwnedWriteHalf,
     mut rx: mpsc::Receiver<Pending>,
 ) -> Result<(), String> {
-    let mut upstream = BufReader::with_capacity(64 * 1024, upstream);
+    let mut upstream = BufReader::with_capacity(256 * 1024, upstream);
     while let Some(pending) = rx.recv().await {
         let out = match pending {
             Pending::Local(frame) => frame.0.freeze(),
