@@ -34,9 +34,6 @@ use kafka_protocol::messages::{
     ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -370,31 +367,7 @@ fn payload() -> Vec<u8> {
 /// A whole Produce request frame (length prefix included) carrying one
 /// 1 KiB record; the correlation id sits at bytes 8..12.
 fn produce_frame(topic: &str, version: i16) -> Vec<u8> {
-    let rec = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from(payload())),
-        headers: Default::default(),
-    };
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        [&rec],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
+    let batch = support::raw::one_record_batch(None, Some(Bytes::from(payload())));
     let req = ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(5000)
@@ -402,7 +375,7 @@ fn produce_frame(topic: &str, version: i16) -> Vec<u8> {
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(batch.freeze()))])]);
+                .with_records(Some(batch))])]);
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Produce as i16)
         .with_request_api_version(version)

@@ -4,7 +4,6 @@
 
 mod support;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -13,9 +12,6 @@ use kafka_protocol::messages::{
     ApiKey, DescribeClusterRequest, FetchRequest, MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use support::clients::create_topic;
 use support::raw::Raw;
 use support::{Broker, Kflip};
@@ -42,32 +38,10 @@ impl Leak {
 }
 
 fn batch() -> bytes::Bytes {
-    let mut buf = BytesMut::new();
-    let rec = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: Some(bytes::Bytes::from_static(b"k")),
-        value: Some(bytes::Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&rec],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    support::raw::one_record_batch(
+        Some(bytes::Bytes::from_static(b"k")),
+        Some(bytes::Bytes::from_static(b"v")),
     )
-    .unwrap();
-    buf.freeze()
 }
 
 fn s(x: &str) -> StrBytes {

@@ -57,27 +57,6 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Deletes `topic` on the broker at `bootstrap`.
-pub fn delete_topic(bootstrap: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        config(bootstrap).create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let res = rt
-        .block_on(admin.delete_topics(
-            &[topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("delete_topics");
-    for r in res {
-        if let Err((t, e)) = r {
-            panic!("delete topic {t} on {bootstrap}: {e}");
-        }
-    }
-}
-
 /// Produces `values` (key = value) with acks=all and waits for every delivery.
 pub fn produce(bootstrap: &str, topic: &str, values: &[String]) {
     let p: ThreadedProducer<DefaultProducerContext> = config(bootstrap)
