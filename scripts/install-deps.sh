@@ -22,5 +22,18 @@ if ! python3 -c 'import confluent_kafka, kafka' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check $PY_PKGS >&2
 fi
 
+# Node.js clients (kafkajs), pinned by tests/clients/package-lock.json.
+# npm keeps its own download cache (~/.npm); the check below makes this a no-op
+# once tests/clients/node_modules is in place.
+repo="$(cd "$here/.." && pwd)"
+if [ ! -f "$repo/tests/clients/node_modules/kafkajs/package.json" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm not found: install Node.js (>= 18) to run the kafkajs test clients" >&2
+    exit 1
+  fi
+  echo "installing Node.js clients into tests/clients/node_modules (npm ci)" >&2
+  npm ci --no-audit --no-fund --prefix "$repo/tests/clients" >&2
+fi
+
 # The tansu broker (built once from crates.io, ~8 minutes on 2 cores).
 "$here/install-tansu.sh" >/dev/null

@@ -172,11 +172,6 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
             }
         }
     });
-    let proxy = if parts.proxy {
-        Some(crate::proxy::start(rx.clone(), shutdown.clone()).await?)
-    } else {
-        None
-    };
     let engine = if parts.engine {
         let engine = Arc::new(crate::replication::Engine::new(
             tokio::runtime::Handle::current(),
@@ -189,19 +184,24 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
             std::time::Duration::from_secs(30),
             shutdown.clone(),
         ));
-        let (e, stop) = (engine.clone(), shutdown.clone());
+        let (e, stop, mut watched) = (engine.clone(), shutdown.clone(), rx.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    changed = rx.changed() => if changed.is_err() { return },
+                    changed = watched.changed() => if changed.is_err() { return },
                 }
-                let cfg = rx.borrow_and_update().clone();
+                let cfg = watched.borrow_and_update().clone();
                 let e = e.clone();
                 let _ = tokio::task::spawn_blocking(move || e.apply(&cfg)).await;
             }
         });
         Some(engine)
+    } else {
+        None
+    };
+    let proxy = if parts.proxy {
+        Some(crate::proxy::start(rx.clone(), shutdown.clone(), engine.clone()).await?)
     } else {
         None
     };

@@ -91,6 +91,9 @@ pub struct ProxyConfig {
     /// On a switch, how long in-flight requests get to finish before the old
     /// connection is closed.
     pub switch_drain: Duration,
+    /// On a planned switch, how long kflip waits for replication from the
+    /// old cluster to catch up before it flips anyway and reports the gap.
+    pub switch_lag_timeout: Duration,
     /// On SIGTERM/SIGINT, how long connections get to drain.
     pub shutdown_grace: Duration,
 }

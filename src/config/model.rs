@@ -111,6 +111,8 @@ pub struct ProxyFile {
     pub connect_timeout: Option<String>,
     /// In-flight bound at a switch, e.g. `5s`.
     pub switch_drain: Option<String>,
+    /// See `ProxyConfig::switch_lag_timeout`.
+    pub switch_lag_timeout: Option<String>,
     /// Drain bound at shutdown, e.g. `10s`.
     pub shutdown_grace: Option<String>,
 }

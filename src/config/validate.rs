@@ -210,6 +210,11 @@ fn validate_proxy(
             )?,
         )?,
         switch_drain: duration("proxy.switch_drain", p.switch_drain, Duration::from_secs(5))?,
+        switch_lag_timeout: duration(
+            "proxy.switch_lag_timeout",
+            p.switch_lag_timeout,
+            Duration::from_secs(10),
+        )?,
         shutdown_grace: duration(
             "proxy.shutdown_grace",
             p.shutdown_grace,

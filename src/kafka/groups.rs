@@ -240,4 +240,29 @@ impl GroupAdmin {
         }
         Ok(())
     }
+
+    /// Removes `member` from `group` (a member kflip fenced after a switch
+    /// and that will never come back to this cluster), so the group does
+    /// not wait for its session to expire.
+    pub async fn leave(&mut self, group: &str, member: &str) -> Result<(), ClientError> {
+        use kafka_protocol::messages::leave_group_request::MemberIdentity;
+        use kafka_protocol::messages::LeaveGroupRequest;
+        let addr = self.coordinator(group).await?;
+        let (c, v) = self.conn(Some(&addr)).await?;
+        let ver = Self::version(v, ApiKey::LeaveGroup, 4);
+        let mut req = LeaveGroupRequest::default().with_group_id(GroupId(s(group)));
+        if ver >= 3 {
+            req = req.with_members(vec![MemberIdentity::default().with_member_id(s(member))]);
+        } else {
+            req = req.with_member_id(s(member));
+        }
+        let r = c.send(&req, ver).await?;
+        if r.error_code != 0 {
+            return Err(self.err(format!(
+                "LeaveGroup for group {group}: error code {}",
+                r.error_code
+            )));
+        }
+        Ok(())
+    }
 }

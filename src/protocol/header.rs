@@ -54,6 +54,14 @@ pub fn parse_request_head(payload: &[u8]) -> Result<RequestHead, HeaderError> {
     })
 }
 
+/// The client id of a request (header v1 and later), if it has one.
+pub fn client_id(payload: &[u8]) -> Option<String> {
+    let len = i16::from_be_bytes([*payload.get(8)?, *payload.get(9)?]);
+    let len = usize::try_from(len).ok()?;
+    let raw = payload.get(10..10 + len)?;
+    Some(String::from_utf8_lossy(raw).into_owned())
+}
+
 /// Reads `acks` from a Produce request body (versions 3 and later, the only
 /// ones kflip advertises). acks=0 requests get no response.
 pub fn produce_acks(body: &[u8], version: i16) -> Result<i16, HeaderError> {

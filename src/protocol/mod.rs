@@ -2,6 +2,7 @@
 //! the API policy and versions, and the response rewrite filters.
 
 pub mod api_versions;
+pub mod failover;
 pub mod fetch;
 pub mod frame;
 pub mod header;

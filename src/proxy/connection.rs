@@ -24,15 +24,20 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::failover::ClientKey;
 use super::{listeners, upstream, ListenerKind, Shared, SwitchState};
 use crate::config::{ClusterName, ProxyConfig};
 use crate::kafka::api_name;
 use crate::protocol::frame::{read_frame, Frame};
-use crate::protocol::header::{parse_request_head, produce_acks};
+use crate::protocol::header::{client_id, parse_request_head, produce_acks};
 use crate::protocol::rewrite::{NodeMap, Rewritable};
 use crate::protocol::versions::{policy, Handling, VersionTable};
 use crate::protocol::{api_versions, fetch};
 use crate::routing::RealNodeId;
+
+#[path = "intercept.rs"]
+mod intercept;
+use intercept::{intercept, learn, Intercept};
 
 /// Upstream responses above this size are refused (Kafka frames are i32
 /// sized; fetch responses are bounded by the client's fetch.max.bytes).
@@ -50,9 +55,49 @@ enum Pending {
         api: ApiKey,
         version: i16,
         handling: Handling,
+        /// What kflip learns from the response.
+        observe: Observe,
+        /// Counts the request as in flight until it is answered or dropped.
+        _counted: InFlight,
     },
     /// A response kflip made itself.
     Local(Frame),
+    /// A response kflip made itself, sent after a pause (an empty Fetch
+    /// answer waits like a broker's long poll would).
+    Delayed(Bytes, Duration),
+}
+
+/// What kflip records from a response.
+enum Observe {
+    Nothing,
+    /// An OffsetCommit of `group` on this connection's cluster, with the
+    /// offsets it asked for.
+    Commit {
+        group: String,
+        offsets: Vec<((String, i32), i64)>,
+    },
+    /// An InitProducerId: the producer id belongs to this epoch.
+    ProducerId,
+}
+
+/// One forwarded request not yet answered (see `Shared::in_flight`).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> InFlight {
+        shared
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Why the request loop stopped reading.
@@ -82,6 +127,10 @@ enum Next {
 /// leadership moving inside one cluster, not like every broker going down
 /// (which makes librdkafka re-bootstrap and costs seconds).
 pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: ListenerKind) {
+    let peer = client
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let (cr, mut cw) = client.into_split();
     let mut cr = BufReader::with_capacity(64 * 1024, cr);
     let mut state = shared.switch.borrow().clone();
@@ -108,6 +157,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
             epoch: state.epoch,
             cfg,
             first,
+            peer,
+            client_id: std::sync::Mutex::new(None),
         };
         match session(&ctx, &mut cr, &mut cw, upstream).await {
             Next::Close => break,
@@ -199,6 +250,21 @@ struct Ctx {
     /// Whether this is the connection's first session (the handshake
     /// timeout applies to its first request).
     first: bool,
+    /// The client's address.
+    peer: std::net::IpAddr,
+    /// The client id it sent, once known.
+    client_id: std::sync::Mutex<Option<String>>,
+}
+
+impl Ctx {
+    /// Who the client is, for failover state.
+    fn key(&self, payload: &[u8]) -> ClientKey {
+        let mut id = self.client_id.lock().unwrap_or_else(|e| e.into_inner());
+        if id.is_none() {
+            *id = client_id(payload);
+        }
+        (id.clone().unwrap_or_default(), self.peer)
+    }
 }
 
 async fn request_loop(
@@ -220,8 +286,20 @@ async fn request_loop(
             biased;
             _ = ctx.shared.shutdown.cancelled() => return Ok(Stop::Shutdown),
             changed = switch.changed() => {
-                let next = switch.borrow_and_update().clone();
-                if changed.is_ok() && next.epoch != ctx.epoch && next.active != ctx.cluster {
+                if changed.is_err() {
+                    continue;
+                }
+                let mut next = switch.borrow_and_update().clone();
+                // A planned switch first holds requests while replication
+                // catches up; in-flight ones go on meanwhile.
+                while next.holding && next.epoch == ctx.epoch {
+                    tokio::select! {
+                        _ = ctx.shared.shutdown.cancelled() => return Ok(Stop::Shutdown),
+                        changed = switch.changed() => if changed.is_err() { break },
+                    }
+                    next = switch.borrow_and_update().clone();
+                }
+                if next.epoch != ctx.epoch && next.active != ctx.cluster {
                     return Ok(Stop::Switched(next));
                 }
                 continue;
@@ -293,12 +371,33 @@ async fn request_loop(
         } else {
             true
         };
+        let body_offset = head.body_offset.unwrap_or(0);
+        let (frame, observe) = match intercept(
+            ctx,
+            api,
+            head.api_version,
+            head.correlation_id,
+            body_offset,
+            frame,
+        )
+        .await?
+        {
+            Intercept::Forward(frame, observe) => (frame, observe),
+            Intercept::Answer(pending) => {
+                tx.send(pending)
+                    .await
+                    .map_err(|_| "response loop ended".to_string())?;
+                continue;
+            }
+        };
         if expects_response {
             let pending = Pending::Upstream {
                 correlation_id: head.correlation_id,
                 api,
                 version: head.api_version,
                 handling,
+                observe,
+                _counted: InFlight::new(&ctx.shared),
             };
             tx.send(pending)
                 .await
@@ -321,11 +420,16 @@ async fn response_loop(
     while let Some(pending) = rx.recv().await {
         let out = match pending {
             Pending::Local(frame) => frame.0.freeze(),
+            Pending::Delayed(frame, pause) => {
+                tokio::time::sleep(pause).await;
+                frame
+            }
             Pending::Upstream {
                 correlation_id,
                 api: ApiKey::Fetch,
                 version,
                 handling: Handling::Rewrite,
+                ..
             } => {
                 // Streamed: the records go to the client as they arrive.
                 let len = read_len(&mut upstream, ctx).await?;
@@ -344,6 +448,8 @@ async fn response_loop(
                 api,
                 version,
                 handling,
+                observe,
+                ..
             } => {
                 let frame = read_frame(&mut upstream, MAX_RESPONSE)
                     .await
@@ -358,6 +464,7 @@ async fn response_loop(
                         "upstream response correlation id {got:?} does not match request {correlation_id}"
                     ));
                 }
+                learn(ctx, observe, version, frame.payload());
                 match handling {
                     Handling::Rewrite => rewrite(ctx, api, version, frame.0.freeze()).await?,
                     _ => frame.0.freeze(),

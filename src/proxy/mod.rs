@@ -9,6 +9,7 @@
 //! - [`upstream`]: what kflip itself asks the clusters (API versions, brokers).
 
 mod connection;
+mod failover;
 mod listeners;
 mod upstream;
 
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ClusterName, Config, ConfigError, ProxyConfig};
 use crate::protocol::versions::VersionTable;
+use crate::replication::Engine;
 use crate::routing::Topology;
 
 pub use listeners::ListenerKind;
@@ -30,12 +32,16 @@ pub use listeners::ListenerKind;
 /// Which cluster clients go to, and how many times that changed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SwitchState {
-    /// Bumped on every change of the active cluster. Connections opened under
-    /// an older epoch are drained and closed; a later issue carries it to
-    /// other proxies and into consumer fencing.
+    /// Bumped on every change of the active cluster. Sessions of an older
+    /// epoch are drained and re-routed; clients' group members, fetch
+    /// positions and producer ids from older epochs are fenced or remapped
+    /// (see `failover`).
     pub epoch: u64,
     /// The cluster clients are forwarded to.
     pub active: ClusterName,
+    /// A planned switch is under way: connections hold new requests while
+    /// replication catches up.
+    pub holding: bool,
 }
 
 /// Why the proxy could not start.
@@ -79,9 +85,20 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Requests forwarded and not yet answered, over all connections.
+    in_flight: AtomicUsize,
+    /// The replication engine running in the same process, if any.
+    engine: Option<Arc<Engine>>,
+    /// Client state across switches.
+    failover: failover::Tracker,
 }
 
 impl Shared {
+    /// Requests forwarded and not yet answered.
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// The current proxy settings (validation guarantees the section exists
     /// in every published snapshot; fall back to startup's if not).
     fn proxy_config(&self) -> ProxyConfig {
@@ -129,16 +146,20 @@ impl ProxyHandle {
 }
 
 /// Starts the proxy on the config in `config`, following its changes until
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. With `engine` (the replication engine of the
+/// same process), planned switches wait for replication to catch up and
+/// observed commits are translated at once.
 pub async fn start(
     config: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
+    engine: Option<Arc<Engine>>,
 ) -> Result<ProxyHandle, ProxyError> {
     let cfg = config.borrow().clone();
     let p = cfg.require_proxy()?.clone();
     let (switch, _) = watch::channel(SwitchState {
         epoch: 0,
         active: p.active.clone(),
+        holding: false,
     });
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -152,6 +173,9 @@ pub async fn start(
         bootstrap_port: AtomicU16::new(p.listen_port),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
+        in_flight: AtomicUsize::new(0),
+        engine,
+        failover: failover::Tracker::default(),
     });
     let bootstrap = listeners::bind_bootstrap(&shared).await?;
     tracing::info!(
@@ -162,10 +186,12 @@ pub async fn start(
     );
     tokio::spawn(upstream::discover(shared.clone(), p.active.clone()));
     tokio::spawn(follow_config(shared.clone(), config));
+    tokio::spawn(failover::feed_engine(shared.clone()));
     Ok(ProxyHandle { bootstrap, shared })
 }
 
-/// Applies config changes: a new active cluster bumps the switch epoch.
+/// Applies config changes: a new active cluster runs the switch (see
+/// `failover::switch`), which bumps the switch epoch.
 async fn follow_config(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Config>>) {
     loop {
         tokio::select! {
@@ -180,18 +206,14 @@ async fn follow_config(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Conf
         warn_restart_needed(&shared.startup, p);
         let previous = shared.switch.borrow().clone();
         if p.active != previous.active {
-            let next = SwitchState {
-                epoch: previous.epoch + 1,
-                active: p.active.clone(),
-            };
             tracing::info!(
                 from = %previous.active,
-                to = %next.active,
-                epoch = next.epoch,
+                to = %p.active,
+                epoch = previous.epoch + 1,
                 "switching active cluster"
             );
-            shared.switch.send_replace(next);
             tokio::spawn(upstream::discover(shared.clone(), p.active.clone()));
+            failover::switch(&shared, previous, p.active.clone()).await;
         }
         // Clusters added or changed on reload are probed afresh.
         let known: Vec<ClusterName> = cfg.clusters.keys().cloned().collect();

@@ -20,6 +20,7 @@ pub mod flow;
 pub mod groups;
 pub mod provenance;
 pub mod state;
+pub mod switchover;
 pub mod topics;
 
 use std::collections::BTreeMap;

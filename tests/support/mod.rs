@@ -223,7 +223,13 @@ impl Kflip {
     /// benchmarks use `"warn"` so logging does not distort their numbers
     /// (the listening line is always kept).
     pub fn start_with_log(yaml: &str, level: &str) -> Kflip {
-        let mut k = Kflip::spawn("proxy", yaml, level);
+        Kflip::start_command("proxy", yaml, level)
+    }
+
+    /// Starts `kflip COMMAND` (`proxy` or `run`) and waits for its proxy
+    /// to listen.
+    pub fn start_command(command: &str, yaml: &str, level: &str) -> Kflip {
+        let mut k = Kflip::spawn(command, yaml, level);
         k.port = wait_for("kflip to listen", Duration::from_secs(20), || {
             let log = k.log();
             let at = log.find("proxy listening listen=")? + "proxy listening listen=".len();

@@ -1,0 +1,395 @@
+//! The requests kflip looks into for failover (see `super::super::failover`):
+//! group requests of members from before a switch, fetches of consumers
+//! that have not rejoined, produce batches of producer ids from the old
+//! cluster, and the commits and producer ids clients receive.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
+
+use super::{Ctx, Frame, Observe, Pending};
+use crate::protocol::failover as wire;
+
+/// Kafka's UNKNOWN_MEMBER_ID: the member must rejoin its group.
+const UNKNOWN_MEMBER_ID: i16 = 25;
+
+/// Longest pause before an empty answer to a held Fetch.
+const MAX_HELD_FETCH: Duration = Duration::from_millis(500);
+
+/// What to do with a request.
+pub(super) enum Intercept {
+    /// Forward it (perhaps rewritten) and learn from the response.
+    Forward(Frame, Observe),
+    /// Answer it without forwarding.
+    Answer(Pending),
+}
+
+/// A new frame with the same header and a new body.
+fn reframe(frame: &Frame, body_offset: usize, body: &[u8]) -> Frame {
+    let header = &frame.payload()[..body_offset];
+    let mut out = BytesMut::with_capacity(4 + header.len() + body.len());
+    out.extend_from_slice(&((header.len() + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(header);
+    out.extend_from_slice(body);
+    Frame(out)
+}
+
+/// Looks at one request before it is forwarded.
+pub(super) async fn intercept(
+    ctx: &Ctx,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body_offset: usize,
+    mut frame: Frame,
+) -> Result<Intercept, String> {
+    let failover = &ctx.shared.failover;
+    match api {
+        ApiKey::Fetch => {
+            let key = ctx.key(frame.payload());
+            if !failover.fetch_held(&key, ctx.epoch) {
+                return Ok(Intercept::Forward(frame, Observe::Nothing));
+            }
+            let body = &frame.payload()[body_offset..];
+            let view = wire::fetch_request(body, version)
+                .map_err(|e| format!("bad Fetch request: {e}"))?;
+            tracing::debug!(client = %key.0, "fetch held until the consumer rejoins its group");
+            let answer = wire::empty_fetch_response(version, correlation_id, &view)?;
+            let pause = Duration::from_millis(view.max_wait_ms.max(0) as u64).min(MAX_HELD_FETCH);
+            Ok(Intercept::Answer(Pending::Delayed(answer, pause)))
+        }
+        ApiKey::Heartbeat | ApiKey::SyncGroup => {
+            let key = ctx.key(frame.payload());
+            let body = &frame.payload()[body_offset..];
+            let m = wire::group_member(body, api, version)
+                .map_err(|e| format!("bad {api:?} request: {e}"))?;
+            if failover.group_request(&key, &m.group_id, &m.member_id, m.generation_id, ctx.epoch) {
+                tracing::info!(client = %key.0, group = %m.group_id, "member from before the switch fenced; it rejoins");
+                super::super::failover::leave_old_group(&ctx.shared, &m.group_id, &m.member_id);
+                let answer =
+                    wire::error_response(api, version, correlation_id, UNKNOWN_MEMBER_ID, body)?;
+                return Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)));
+            }
+            Ok(Intercept::Forward(frame, Observe::Nothing))
+        }
+        ApiKey::LeaveGroup => {
+            let key = ctx.key(frame.payload());
+            let body = &frame.payload()[body_offset..];
+            if let Some(group) = leave_group_id(body, version) {
+                failover.left(&key, &group);
+            }
+            Ok(Intercept::Forward(frame, Observe::Nothing))
+        }
+        ApiKey::OffsetCommit if version >= 2 => {
+            let key = ctx.key(frame.payload());
+            let body = &frame.payload()[body_offset..];
+            let view = wire::offset_commit(body, version)
+                .map_err(|e| format!("bad OffsetCommit request: {e}"))?;
+            let asked = |f: &dyn Fn(&wire::CommitOffset) -> i64| Observe::Commit {
+                group: view.group_id.clone(),
+                offsets: view
+                    .offsets
+                    .iter()
+                    .map(|o| ((o.topic.clone(), o.partition), f(o)))
+                    .collect(),
+            };
+            if !failover.group_request(
+                &key,
+                &view.group_id,
+                &view.member_id,
+                view.generation_id,
+                ctx.epoch,
+            ) {
+                return Ok(Intercept::Forward(frame, asked(&|o| o.offset)));
+            }
+            // A member from before the switch commits what it read from the
+            // old cluster: translate, commit as a simple commit (the new
+            // cluster does not know the member), and let the fence on its
+            // next heartbeat make it rejoin.
+            match translate_commit(ctx, &view) {
+                Some(offsets) => {
+                    let new_body = wire::rewrite_offset_commit(
+                        body,
+                        version,
+                        |t, p, o| offsets.get(&(t.to_string(), p)).copied().unwrap_or(o),
+                        true,
+                    )
+                    .map_err(|e| format!("bad OffsetCommit request: {e}"))?;
+                    tracing::info!(client = %key.0, group = %view.group_id, "commit from before the switch translated");
+                    let observe = asked(&|o| {
+                        offsets
+                            .get(&(o.topic.clone(), o.partition))
+                            .copied()
+                            .unwrap_or(o.offset)
+                    });
+                    Ok(Intercept::Forward(
+                        reframe(&frame, body_offset, &new_body),
+                        observe,
+                    ))
+                }
+                None => {
+                    tracing::warn!(client = %key.0, group = %view.group_id, "commit from before the switch cannot be translated; fenced");
+                    let answer = wire::error_response(
+                        api,
+                        version,
+                        correlation_id,
+                        UNKNOWN_MEMBER_ID,
+                        body,
+                    )?;
+                    Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)))
+                }
+            }
+        }
+        ApiKey::InitProducerId => {
+            if !transactional(&frame.payload()[body_offset..], version) {
+                return answer_producer_id(ctx, version, correlation_id, frame.payload()).await;
+            }
+            fresh_producer_id(&mut frame.0[4 + body_offset..], version);
+            Ok(Intercept::Forward(frame, Observe::ProducerId))
+        }
+        ApiKey::Produce => {
+            remap_producers(ctx, version, body_offset, &mut frame).await?;
+            Ok(Intercept::Forward(frame, Observe::Nothing))
+        }
+        _ => Ok(Intercept::Forward(frame, Observe::Nothing)),
+    }
+}
+
+/// The translation of every offset of an old-space commit, or `None` if
+/// one of them cannot be translated.
+fn translate_commit(
+    ctx: &Ctx,
+    view: &wire::CommitView,
+) -> Option<std::collections::HashMap<(String, i32), i64>> {
+    let engine = ctx.shared.engine.as_ref()?;
+    let from = ctx.shared.failover.previous_active()?;
+    let mut out = std::collections::HashMap::new();
+    for o in &view.offsets {
+        let (topic, t) = engine.translate(
+            from.as_str(),
+            ctx.cluster.as_str(),
+            &o.topic,
+            o.partition,
+            o.offset,
+        )?;
+        if topic != o.topic {
+            return None;
+        }
+        out.insert((o.topic.clone(), o.partition), t);
+    }
+    Some(out)
+}
+
+/// Rewrites batches of producer ids from before the switch onto ids of
+/// this cluster, with sequences rebased per partition.
+async fn remap_producers(
+    ctx: &Ctx,
+    version: i16,
+    body_offset: usize,
+    frame: &mut Frame,
+) -> Result<(), String> {
+    if ctx.epoch == 0 {
+        return Ok(());
+    }
+    let key = ctx.key(frame.payload());
+    let view = {
+        let body = &frame.payload()[body_offset..];
+        wire::produce_batches(body, version).map_err(|e| format!("bad Produce request: {e}"))?
+    };
+    if view.transactional_id.is_some() {
+        return Ok(());
+    }
+    let failover = &ctx.shared.failover;
+    for batch in &view.batches {
+        if batch.producer_id < 0 || !failover.producer_is_old(&key, batch.producer_id, ctx.epoch) {
+            continue;
+        }
+        let (pid, pepoch) = failover
+            .remap(
+                &ctx.shared,
+                &ctx.cluster,
+                &key,
+                batch.producer_id,
+                batch.producer_epoch,
+                ctx.epoch,
+            )
+            .await?;
+        let seq = failover.rebase(
+            &key,
+            (batch.producer_id, batch.producer_epoch, ctx.epoch),
+            &batch.topic,
+            batch.partition,
+            batch.base_sequence,
+        );
+        let body = &mut frame.0[4 + body_offset..];
+        wire::rewrite_batch(body, batch, pid, pepoch, seq);
+    }
+    Ok(())
+}
+
+/// Whether an InitProducerId request names a transactional id.
+fn transactional(body: &[u8], version: i16) -> bool {
+    let mut r = crate::protocol::varint::Reader::new(body, 0);
+    if version >= 2 {
+        !matches!(r.uvarint(), Ok(0))
+    } else {
+        !matches!(r.i16(), Ok(-1))
+    }
+}
+
+/// Answers an idempotent producer's InitProducerId with a fresh id that
+/// kflip asks the cluster for (at v3, with no id to bump). A fresh id
+/// resets the client's sequences just as an epoch bump (KIP-360) would;
+/// asking for it in one form spares brokers the older forms (tansu 0.6
+/// aborts its storage task on InitProducerId below v3 or on a bump without
+/// a transactional id).
+async fn answer_producer_id(
+    ctx: &Ctx,
+    version: i16,
+    correlation_id: i32,
+    payload: &[u8],
+) -> Result<Intercept, String> {
+    use kafka_protocol::messages::InitProducerIdResponse;
+    let key = ctx.key(payload);
+    let resp = match super::super::failover::init_producer_id(&ctx.shared, &ctx.cluster).await {
+        Ok((pid, epoch)) => {
+            ctx.shared.failover.producer_issued(&key, pid, ctx.epoch);
+            InitProducerIdResponse::default()
+                .with_producer_id(pid.into())
+                .with_producer_epoch(epoch)
+        }
+        Err(e) => {
+            tracing::warn!(cluster = %ctx.cluster, error = %e, "no producer id for a client");
+            // COORDINATOR_NOT_AVAILABLE: retriable; the client asks again.
+            InitProducerIdResponse::default()
+                .with_error_code(15)
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1)
+        }
+    };
+    let frame = wire::response_frame(&resp, "InitProducerId", version, correlation_id)?;
+    Ok(Intercept::Answer(Pending::Delayed(frame, Duration::ZERO)))
+}
+
+/// Turns an idempotent producer's epoch bump (InitProducerId v3+ with its
+/// current producer id and epoch, KIP-360) into a request for a fresh id.
+/// To the client both reset its sequences; a bump of an id from the other
+/// cluster would be refused, and tansu 0.6 aborts its storage task on any
+/// bump without a transactional id. Transactional requests are untouched.
+fn fresh_producer_id(body: &mut [u8], version: i16) {
+    if version < 3 {
+        return;
+    }
+    let mut r = crate::protocol::varint::Reader::new(body, 0);
+    let null = if version >= 2 {
+        matches!(r.uvarint(), Ok(0))
+    } else {
+        matches!(r.i16(), Ok(-1))
+    };
+    if !null || r.i32().is_err() {
+        return;
+    }
+    let at = r.pos();
+    if let Some(fields) = body.get_mut(at..at + 10) {
+        fields[..8].copy_from_slice(&(-1i64).to_be_bytes());
+        fields[8..].copy_from_slice(&(-1i16).to_be_bytes());
+    }
+}
+
+/// The group id of a LeaveGroup request.
+fn leave_group_id(body: &[u8], version: i16) -> Option<String> {
+    let compact = version >= 4;
+    let mut r = crate::protocol::varint::Reader::new(body, 0);
+    let len = if compact {
+        (r.uvarint().ok()? as usize).checked_sub(1)?
+    } else {
+        usize::try_from(r.i16().ok()?).ok()?
+    };
+    Some(String::from_utf8_lossy(r.take(len).ok()?).into_owned())
+}
+
+/// Learns from a response what failover needs later.
+pub(super) fn learn(ctx: &Ctx, observe: Observe, version: i16, payload: &[u8]) {
+    match observe {
+        Observe::Nothing => {}
+        Observe::Commit { group, offsets } => {
+            match wire::offset_commit_response_errors(payload, version) {
+                Ok(parts) => {
+                    let accepted: std::collections::HashSet<(String, i32)> = parts
+                        .into_iter()
+                        .filter(|p| p.2 == 0)
+                        .map(|(t, p, _)| (t, p))
+                        .collect();
+                    let done = offsets.into_iter().filter(|(k, _)| accepted.contains(k));
+                    ctx.shared
+                        .failover
+                        .observe_commit(&ctx.cluster, &group, done);
+                }
+                Err(e) => tracing::debug!(error = %e, "OffsetCommit response not understood"),
+            }
+        }
+        Observe::ProducerId => match wire::init_producer_id_response(payload, version) {
+            Ok((0, pid, _)) => {
+                let key = (
+                    ctx.client_id
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                        .unwrap_or_default(),
+                    ctx.peer,
+                );
+                ctx.shared.failover.producer_issued(&key, pid, ctx.epoch);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "InitProducerId response not understood"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    fn encode(req: &InitProducerIdRequest, version: i16) -> BytesMut {
+        let mut b = BytesMut::new();
+        req.encode(&mut b, version).unwrap();
+        b
+    }
+
+    #[test]
+    fn epoch_bumps_of_idempotent_producers_become_fresh_id_requests() {
+        for version in 3..=5 {
+            let req = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(42))
+                .with_producer_epoch(3);
+            let mut body = encode(&req, version);
+            fresh_producer_id(&mut body, version);
+            let got = InitProducerIdRequest::decode(&mut body.freeze(), version).unwrap();
+            assert_eq!(
+                (got.producer_id.0, got.producer_epoch),
+                (-1, -1),
+                "v{version}"
+            );
+            assert_eq!(got.transaction_timeout_ms, 60_000);
+
+            let txn =
+                req.with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("t"))));
+            let mut body = encode(&txn, version);
+            fresh_producer_id(&mut body, version);
+            let got = InitProducerIdRequest::decode(&mut body.freeze(), version).unwrap();
+            assert_eq!(
+                (got.producer_id.0, got.producer_epoch),
+                (42, 3),
+                "transactional untouched"
+            );
+        }
+        let mut short = vec![0u8, 0, 0];
+        fresh_producer_id(&mut short, 4);
+    }
+}

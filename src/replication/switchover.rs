@@ -1,0 +1,184 @@
+//! What the engine does for a switch of the active cluster: wait until the
+//! flows from the old cluster have caught up, sync group offsets one last
+//! time, and report what was not replicated (RPO).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::groups;
+use super::state::{FlowState, PartitionLag};
+use super::Engine;
+use crate::kafka::groups::GroupAdmin;
+
+/// The outcome of [`Engine::catch_up`].
+#[derive(Clone, Debug, Default)]
+pub struct CatchUp {
+    /// Flows from the old to the new cluster that took part.
+    pub flows: Vec<String>,
+    /// Whether every partition reached the old cluster's log end in time.
+    pub caught_up: bool,
+    /// Partitions still behind when the bound expired (empty when caught up).
+    pub gaps: Vec<PartitionLag>,
+    /// How long the wait took.
+    pub waited: Duration,
+}
+
+/// Source log ends of every partition a flow copies, read now.
+fn source_ends(
+    st: &FlowState,
+    bootstrap: &str,
+    rt: tokio::runtime::Handle,
+) -> BTreeMap<(String, i32), i64> {
+    let keys: Vec<(String, i32)> = st
+        .lock()
+        .keys()
+        .map(|k| (k.topic.clone(), k.partition))
+        .collect();
+    let mut out = BTreeMap::new();
+    let Ok(admin) = super::topics::Admin::new(st.cfg.source.as_str(), bootstrap, rt) else {
+        return out;
+    };
+    for (topic, partition) in keys {
+        match admin.watermarks(&topic, partition) {
+            Ok((_, high)) => {
+                out.insert((topic, partition), high);
+            }
+            Err(e) => tracing::warn!(flow = %st.cfg.id, error = %e, "log end unknown"),
+        }
+    }
+    out
+}
+
+/// Partitions of `st` whose copies have not reached `ends`.
+fn behind(st: &FlowState, ends: &BTreeMap<(String, i32), i64>) -> Vec<PartitionLag> {
+    st.lag()
+        .into_iter()
+        .filter_map(|mut p| {
+            let end = *ends.get(&(p.topic.clone(), p.partition))?;
+            p.source_end = p.source_end.max(end);
+            p.records = (end - p.replicated_to).max(0);
+            (p.records > 0).then_some(p)
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Flows from `from` to `to` that have started, with their bootstraps.
+    fn flows_between(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Vec<(Arc<FlowState>, Vec<String>, Vec<String>)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .filter(|r| r.cfg.source.as_str() == from && r.cfg.target.as_str() == to)
+            .filter_map(|r| {
+                let st = r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+                Some((st, r.bootstraps.0.clone(), r.bootstraps.1.clone()))
+            })
+            .collect()
+    }
+
+    /// For a planned switch from `from` to `to` (clients already held):
+    /// waits until every flow `from -> to` has copied up to the source log
+    /// ends read now, at most `bound`, then syncs group offsets once and
+    /// pushes `commits` (the last commits the proxy saw on `from`, by
+    /// group). Returns what was still behind.
+    pub async fn catch_up(
+        &self,
+        from: &str,
+        to: &str,
+        bound: Duration,
+        commits: BTreeMap<String, BTreeMap<(String, i32), i64>>,
+    ) -> CatchUp {
+        let started = Instant::now();
+        let deadline = started + bound;
+        let flows = self.flows_between(from, to);
+        let mut report = CatchUp {
+            flows: flows.iter().map(|f| f.0.cfg.id.clone()).collect(),
+            caught_up: true,
+            ..CatchUp::default()
+        };
+        for (st, source, target) in &flows {
+            let (s, boot, rt) = (st.clone(), source.join(","), self.rt.clone());
+            let ends = tokio::task::spawn_blocking(move || source_ends(&s, &boot, rt))
+                .await
+                .unwrap_or_default();
+            let mut gaps = behind(st, &ends);
+            while !gaps.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                gaps = behind(st, &ends);
+            }
+            if !gaps.is_empty() {
+                report.caught_up = false;
+                report.gaps.extend(gaps);
+            }
+            let timeout = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(2));
+            let mut src = GroupAdmin::new(source.clone(), timeout);
+            let mut tgt = GroupAdmin::new(target.clone(), timeout);
+            if let Err(e) = groups::sync_once(st, &mut src, &mut tgt).await {
+                tracing::warn!(flow = %st.cfg.id, error = %e, "final group offset sync failed");
+            }
+            for (group, offsets) in &commits {
+                tgt.reset();
+                if let Err(e) = groups::push_commit(st, &mut tgt, group, offsets).await {
+                    tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
+                }
+            }
+        }
+        report.waited = started.elapsed();
+        report
+    }
+
+    /// For a disaster switch away from `from`: what the flows `from -> to`
+    /// had not copied, as far as the engine knows (the source log ends are
+    /// from the last statistics it received before `from` went away).
+    pub fn rpo(&self, from: &str, to: &str) -> Vec<PartitionLag> {
+        self.flows_between(from, to)
+            .iter()
+            .flat_map(|(st, _, _)| st.lag())
+            .filter(|p| p.records > 0)
+            .collect()
+    }
+
+    /// Pushes the last commits the proxy saw on `from` to every flow from
+    /// `from` to `to`, translated (used after a disaster switch).
+    pub async fn push_commits(
+        &self,
+        from: &str,
+        to: &str,
+        commits: BTreeMap<String, BTreeMap<(String, i32), i64>>,
+    ) {
+        for (st, _, target) in self.flows_between(from, to) {
+            let mut tgt = GroupAdmin::new(target, Duration::from_secs(5));
+            for (group, offsets) in &commits {
+                if let Err(e) = groups::push_commit(&st, &mut tgt, group, offsets).await {
+                    tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
+                    tgt.reset();
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Translates a committed `offset` of `topic`/`partition` on `from` to
+    /// the topic and offset on `to`, through the flow `from -> to`.
+    pub fn translate(
+        &self,
+        from: &str,
+        to: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Option<(String, i64)> {
+        self.flows_between(from, to).iter().find_map(|(st, _, _)| {
+            let t = st.translate(topic, partition, offset)?;
+            Some((st.cfg.target_topic(topic), t))
+        })
+    }
+}
