@@ -671,7 +671,6 @@ fn planned_switchover_and_failback_with_every_client() {
 }
 
 #[test]
-#[ignore = "known gap: after a disaster switch an auto-commit consumer can skip the first record written to dc2 per partition (under investigation)"]
 fn disaster_failover_with_every_client() {
     let mut s = Setup::start();
     s.progress("clients running on dc1", 50);

@@ -94,13 +94,20 @@ pub(super) async fn intercept(
                     .map(|o| ((o.topic.clone(), o.partition), f(o)))
                     .collect(),
             };
-            if !failover.group_request(
+            let fenced = failover.group_request(
                 &key,
                 &view.group_id,
                 &view.member_id,
                 view.generation_id,
                 ctx.epoch,
-            ) {
+            );
+            // A client that lost its membership may commit its old-space
+            // positions as a simple commit (generation -1, as librdkafka's
+            // auto-commit and kafka-python do before rejoining): those are
+            // old-space too while the client has not rejoined.
+            let simple = view.generation_id < 0 || view.member_id.is_empty();
+            let old_space = fenced || (simple && failover.fetch_held(&key, ctx.epoch));
+            if !old_space {
                 return Ok(Intercept::Forward(frame, asked(&|o| o.offset)));
             }
             // A member from before the switch commits what it read from the
