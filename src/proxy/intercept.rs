@@ -52,8 +52,14 @@ pub(super) async fn intercept(
                 return Ok(Intercept::Forward(frame, Observe::Nothing));
             }
             let body = &frame.payload()[body_offset..];
-            let view = wire::fetch_request(body, version)
-                .map_err(|e| format!("bad Fetch request: {e}"))?;
+            let view = match wire::fetch_request(body, version) {
+                Ok(view) => view,
+                // Versions kflip cannot answer itself go on unchanged.
+                Err(wire::ParseError::Unsupported { .. }) => {
+                    return Ok(Intercept::Forward(frame, Observe::Nothing))
+                }
+                Err(e) => return Err(format!("bad Fetch request: {e}")),
+            };
             tracing::debug!(client = %key.0, "fetch held until the consumer rejoins its group");
             let answer = wire::empty_fetch_response(version, correlation_id, &view)?;
             let pause = Duration::from_millis(view.max_wait_ms.max(0) as u64).min(MAX_HELD_FETCH);
