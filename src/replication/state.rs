@@ -130,18 +130,27 @@ impl FlowState {
                     .frontier()
                     .0
                     .max(p.map.runs().last().map(|r| r.source_end().0).unwrap_or(0));
-                let records = (p.source_end - replicated_to).max(0);
+                // Records read but not yet acknowledged count even when
+                // the statistics' log end is older than the last read.
+                let records = (p.source_end.max(p.read_next) - replicated_to).max(0);
                 let seconds = if records == 0 || p.last_read_ts <= 0 {
                     0.0
                 } else {
-                    ((now - p.last_copied_ts.min(p.last_read_ts)).max(0) as f64) / 1000.0
+                    // A partition that never copied anything (every record
+                    // skipped so far) has no copy time to count from.
+                    let since = if p.last_copied_ts > 0 {
+                        p.last_copied_ts.min(p.last_read_ts)
+                    } else {
+                        p.last_read_ts
+                    };
+                    ((now - since).max(0) as f64) / 1000.0
                 };
                 PartitionLag {
                     topic: k.topic.clone(),
                     partition: k.partition,
                     records,
                     seconds,
-                    source_end: p.source_end,
+                    source_end: p.source_end.max(p.read_next),
                     replicated_to,
                 }
             })
