@@ -167,21 +167,8 @@ fn rdkafka_client(
                 .create()
                 .unwrap();
             c.subscribe(&[&topic]).unwrap();
-            let mut uncommitted = 0;
             while !stop.load(Ordering::Relaxed) {
-                // Manual commits: every 20 records and whenever the consumer
-                // runs dry, so what it processed is committed before it stops.
                 let polled = c.poll(Duration::from_millis(100));
-                if role == Role::Manual
-                    && uncommitted > 0
-                    && (uncommitted >= 20 || polled.is_none())
-                {
-                    match c.commit_consumer_state(CommitMode::Sync) {
-                        Ok(()) => append(&file, "commit ok".into()),
-                        Err(e) => append(&file, format!("commit err {e}")),
-                    }
-                    uncommitted = 0;
-                }
                 match polled {
                     Some(Ok(m)) => {
                         append(
@@ -193,7 +180,14 @@ fn rdkafka_client(
                                 m.offset()
                             ),
                         );
-                        uncommitted += 1;
+                        // Manual commits: each record is committed before
+                        // the next one is processed.
+                        if role == Role::Manual {
+                            match c.commit_message(&m, CommitMode::Sync) {
+                                Ok(()) => append(&file, "commit ok".into()),
+                                Err(e) => append(&file, format!("commit err {e}")),
+                            }
+                        }
                     }
                     Some(Err(e)) => append(&file, format!("cerr {e}")),
                     None => {}
