@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # kflip's main job on an embedded default: two local Kafka clusters (tansu),
-# kflip in front of them, a sample producer and consumer running through
-# kflip, and a live flip to dc2 and back, with the numbers.
+# `kflip run` in front of them (the proxy, plus replication flows dc1->dc2
+# and dc2->dc1), an idempotent producer and a group consumer running through
+# kflip, and a planned failover to dc2 and failback to dc1 while they run,
+# with the numbers: switch times, and every acknowledged record checked on
+# the consumer and on both clusters. Exits non-zero if a record was lost,
+# duplicated or failed.
 #
-# Installs what it needs on first run (cached). Ports can be overridden:
+# Installs what it needs on first run (cached). Ports can be overridden
+# (kflip's virtual broker listens on PROXY_PORT+1):
 #   DC1_PORT=19092 DC2_PORT=29092 PROXY_PORT=9092 ./scripts/demo.sh
+# KFLIP_DEMO_KEEP=1 keeps the work directory (configs and logs) afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DC1_PORT="${DC1_PORT:-19092}"
@@ -17,12 +23,25 @@ echo "building kflip (release)..." >&2
 cargo build --release --quiet --locked
 kflip="${CARGO_TARGET_DIR:-target}/release/kflip"
 
+# A port already in use would make the demo talk to someone else's broker.
+for use in "$DC1_PORT dc1 (DC1_PORT)" "$DC2_PORT dc2 (DC2_PORT)" "$PROXY_PORT kflip (PROXY_PORT)" \
+           "$((PROXY_PORT + 1)) kflip's virtual broker (PROXY_PORT+1)"; do
+  port="${use%% *}"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port, for ${use#* }, is in use; pick free ports with DC1_PORT, DC2_PORT, PROXY_PORT" >&2
+    exit 1
+  fi
+done
+
 work="$(mktemp -d -t kflip-demo.XXXXXX)"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${KFLIP_DEMO_KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
+  # kflip first (it drains its connections), then the brokers.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+  if [ -n "${KFLIP_DEMO_KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -35,17 +54,38 @@ for dc in dc1 dc2; do
   pids+=($!)
 done
 
-cat >"$work/kflip.yaml" <<YAML
+# Until a broker listens (tansu takes a few seconds on first start).
+wait_port() {
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$2 did not start on port $1:" >&2
+  tail -n 20 "$3" >&2
+  exit 1
+}
+wait_port "$DC1_PORT" dc1 "$work/dc1/broker.log"
+wait_port "$DC2_PORT" dc2 "$work/dc2/broker.log"
+
+# The flows copy topic `demo` both ways; the fast knobs keep the demo short.
+fast="discovery_interval: 500ms, group_sync_interval: 500ms, config_sync_interval: 1s, checkpoint_interval: 200ms, fetch_partition_bytes: 65536, fetch_wait: 10ms"
+mkdir -p "$work/config"
+cat >"$work/config/kflip.yaml" <<YAML
 clusters:
   dc1: { bootstrap: "127.0.0.1:$DC1_PORT" }
   dc2: { bootstrap: "127.0.0.1:$DC2_PORT" }
 proxy:
   listen: "127.0.0.1:$PROXY_PORT"
   active: dc1
+  switch_lag_timeout: 10s
+replication:
+  flows:
+    - { source: dc1, target: dc2, topics: ["demo"], $fast }
+    - { source: dc2, target: dc1, topics: ["demo"], $fast }
 YAML
-"$kflip" validate-config "$work/kflip.yaml"
-KFLIP_LOG="${KFLIP_LOG:-info}" "$kflip" proxy --config "$work/kflip.yaml" >"$work/kflip.log" 2>&1 &
+"$kflip" validate-config "$work/config/kflip.yaml" >/dev/null
+KFLIP_LOG="${KFLIP_LOG:-info}" "$kflip" run --config "$work/config/kflip.yaml" >"$work/kflip.log" 2>&1 &
 pids+=($!)
 
 python3 scripts/demo.py --dc1 "127.0.0.1:$DC1_PORT" --dc2 "127.0.0.1:$DC2_PORT" \
-  --proxy "127.0.0.1:$PROXY_PORT" --config "$work/kflip.yaml" --log "$work/kflip.log"
+  --proxy "127.0.0.1:$PROXY_PORT" --config "$work/config/kflip.yaml" --log "$work/kflip.log"
