@@ -326,7 +326,10 @@ fn wait_or_explain<T>(
             return v;
         }
         if Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for {what}\n{}", explain());
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                explain()
+            );
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -949,10 +952,26 @@ fn main() {
         );
     }
     for (what, v, produce) in [
-        ("fresh producer via kflip, creation -> first ack", &cold_p, true),
-        ("fresh producer direct to dc1, creation -> first ack", &cold_pd, true),
-        ("fresh group consumer via kflip, creation -> first record", &cold_c, false),
-        ("fresh group consumer direct to dc1, creation -> first record", &cold_cd, false),
+        (
+            "fresh producer via kflip, creation -> first ack",
+            &cold_p,
+            true,
+        ),
+        (
+            "fresh producer direct to dc1, creation -> first ack",
+            &cold_pd,
+            true,
+        ),
+        (
+            "fresh group consumer via kflip, creation -> first record",
+            &cold_c,
+            false,
+        ),
+        (
+            "fresh group consumer direct to dc1, creation -> first record",
+            &cold_cd,
+            false,
+        ),
     ] {
         let (p, c) = if produce {
             (triple(v), String::new())
@@ -1028,10 +1047,9 @@ fn main() {
                         .map_or("nowhere".to_string(), |n| format!("{n:?}"))
                 };
                 let when = sent.get(a as usize).map_or("?".to_string(), |t| {
-                    log.iter()
-                        .rev()
-                        .find(|f| f.t0 <= *t)
-                        .map_or("before the first flip".to_string(), |f| {
+                    log.iter().rev().find(|f| f.t0 <= *t).map_or(
+                        "before the first flip".to_string(),
+                        |f| {
                             format!(
                                 "sent {:.0} ms after t0 of flip {} ({} {} -> {})",
                                 ms(*t - f.t0),
@@ -1040,7 +1058,8 @@ fn main() {
                                 f.from,
                                 f.to
                             )
-                        })
+                        },
+                    )
                 });
                 format!(
                     "{a}..={b} ({} values; produced to {} .. {}; {when})",
