@@ -147,7 +147,7 @@ fn rdkafka_client(
                 {
                     seq += 1;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(50));
             }
             let _ = p.flush(Duration::from_secs(60));
             append(&file, format!("done sent={seq}"));
@@ -232,7 +232,7 @@ fn start_lib(
                 "--stop",
                 stop_file.to_str().unwrap(),
                 "--rate",
-                "50",
+                "20",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -657,9 +657,9 @@ fn planned_switchover_and_failback_with_every_client() {
     let mut s = Setup::start();
     s.progress("clients running on dc1", 50);
     s.flip("dc2", 1);
-    s.progress("clients running on dc2", 100);
+    s.progress("clients running on dc2", 60);
     s.flip("dc1", 2);
-    s.progress("clients running on dc1 again", 100);
+    s.progress("clients running on dc1 again", 60);
     let dc1 = s.dcs.dc1.addr();
     finish(&mut s, &dc1, true);
 }
@@ -675,7 +675,7 @@ fn disaster_failover_with_every_client() {
         s.kflip.log().contains("disaster switch"),
         "the switch was not treated as a disaster"
     );
-    s.progress("clients running on dc2", 100);
+    s.progress("clients running on dc2", 60);
     let dc2 = s.dcs.dc2.addr();
     finish(&mut s, &dc2, false);
 }
