@@ -321,11 +321,7 @@ pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str) {
             return;
         }
     }
-    let cfg = shared.config.borrow().clone();
-    let boot = cfg
-        .cluster(&from)
-        .map(|c| c.bootstrap.clone())
-        .unwrap_or_default();
+    let boot = bootstrap(shared, &from);
     let (group, member) = (group.to_string(), member.to_string());
     let timeout = shared.proxy_config().connect_timeout;
     tokio::spawn(async move {
@@ -341,17 +337,23 @@ pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str) {
     });
 }
 
+/// The bootstrap addresses of `cluster` in the current config.
+fn bootstrap(shared: &Shared, cluster: &ClusterName) -> Vec<String> {
+    shared
+        .config
+        .borrow()
+        .cluster(cluster)
+        .map(|c| c.bootstrap.clone())
+        .unwrap_or_default()
+}
+
 /// Asks `cluster` for a fresh idempotent producer id.
 pub(crate) async fn init_producer_id(
     shared: &Shared,
     cluster: &ClusterName,
 ) -> Result<(i64, i16), String> {
     use kafka_protocol::messages::InitProducerIdRequest;
-    let cfg = shared.config.borrow().clone();
-    let boot = cfg
-        .cluster(cluster)
-        .map(|c| c.bootstrap.clone())
-        .unwrap_or_default();
+    let boot = bootstrap(shared, cluster);
     let timeout = shared.proxy_config().connect_timeout;
     let mut conn = KafkaConn::connect_any(&boot, timeout)
         .await
@@ -374,11 +376,7 @@ pub(crate) async fn init_producer_id(
 
 /// Whether any broker of `cluster` accepts a TCP connection within `bound`.
 async fn reachable(shared: &Shared, cluster: &ClusterName, bound: Duration) -> bool {
-    let cfg = shared.config.borrow().clone();
-    let boot = cfg
-        .cluster(cluster)
-        .map(|c| c.bootstrap.clone())
-        .unwrap_or_default();
+    let boot = bootstrap(shared, cluster);
     for addr in boot {
         if let Ok(Ok(_)) = tokio::time::timeout(bound, tokio::net::TcpStream::connect(&addr)).await
         {
