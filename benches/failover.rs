@@ -744,7 +744,11 @@ fn main() {
     let mut dcs = TwoClusters::start();
     create_topic(&dcs.dc1.addr(), TOPIC, 1);
     create_topic(&dcs.dc1.addr(), COLD_TOPIC, 1);
-    let kflip = Kflip::start_command("run", &yaml(&dcs, "dc1"), "kflip=info");
+    let kflip = Kflip::start_command(
+        "run",
+        &yaml(&dcs, "dc1"),
+        &std::env::var("KFLIP_BENCH_LOG").unwrap_or_else(|_| "kflip=info".into()),
+    );
     {
         let c = plain_consumer(&dcs.dc2.addr(), "rto-probe");
         wait_for(

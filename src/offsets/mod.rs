@@ -22,6 +22,7 @@
 //! - `map`: the offset newtypes, [`OffsetMap`], translation, pruning.
 //! - `codec`: the compact versioned encoding for persistence.
 
+mod both;
 mod codec;
 mod map;
 
@@ -30,4 +31,5 @@ mod map_tests;
 #[cfg(test)]
 mod prop_tests;
 
+pub use both::{forward_bound, reverse_bound, translate_both};
 pub use map::{MapError, OffsetMap, Run, SourceOffset, TargetOffset};

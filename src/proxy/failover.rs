@@ -88,6 +88,10 @@ struct Inner {
     dirty: Vec<(ClusterName, String)>,
     /// Fenced member ids already removed from the old cluster's group.
     left: std::collections::HashSet<String>,
+    /// Fenced members whose cluster did not answer the LeaveGroup (it was
+    /// down): (cluster, group, member), removed when kflip next switches
+    /// to that cluster.
+    pending_leaves: Vec<(ClusterName, String, String)>,
 }
 
 /// What the proxy remembers about clients across switches.
@@ -324,6 +328,7 @@ pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str) {
     let boot = bootstrap(shared, &from);
     let (group, member) = (group.to_string(), member.to_string());
     let timeout = shared.proxy_config().connect_timeout;
+    let shared = shared.clone();
     tokio::spawn(async move {
         let mut admin = crate::kafka::groups::GroupAdmin::new(boot, timeout);
         match admin.leave(&group, &member).await {
@@ -331,10 +336,46 @@ pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str) {
                 tracing::info!(%from, group, member, "fenced member removed from its group on the old cluster")
             }
             Err(e) => {
-                tracing::debug!(%from, group, error = %e, "fenced member not removed from the old cluster")
+                tracing::info!(%from, group, member, error = %e, "fenced member not removed from the old cluster; retried when kflip switches back to it");
+                let mut inner = shared.failover.lock();
+                if inner.pending_leaves.len() < MAX_IDS {
+                    inner.pending_leaves.push((from, group, member));
+                }
             }
         }
     });
+}
+
+/// Removes the fenced members that `to` could not be told about when they
+/// were fenced (it was down), before clients are sent back to it: a group
+/// that still lists a member from before a disaster would give it
+/// partitions (no tansu 0.6 group expires members), and the member never
+/// comes back to fetch them.
+async fn leave_pending(shared: &Shared, to: &ClusterName) {
+    let pending: Vec<(String, String)> = {
+        let mut inner = shared.failover.lock();
+        let (mine, rest) = std::mem::take(&mut inner.pending_leaves)
+            .into_iter()
+            .partition(|(c, _, _)| c == to);
+        inner.pending_leaves = rest;
+        mine.into_iter().map(|(_, g, m)| (g, m)).collect()
+    };
+    if pending.is_empty() {
+        return;
+    }
+    let timeout = shared.proxy_config().connect_timeout;
+    let mut admin = crate::kafka::groups::GroupAdmin::new(bootstrap(shared, to), timeout);
+    for (group, member) in pending {
+        match admin.leave(&group, &member).await {
+            Ok(()) => {
+                tracing::info!(cluster = %to, group, member, "member fenced while this cluster was down removed from its group")
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %to, group, member, error = %e, "member fenced while this cluster was down not removed; it may hold partitions until it expires");
+                admin.reset();
+            }
+        }
+    }
 }
 
 /// The bootstrap addresses of `cluster` in the current config.
@@ -430,6 +471,7 @@ pub(crate) async fn switch(shared: &Arc<Shared>, previous: SwitchState, to: Clus
                 .await;
         }
     }
+    leave_pending(shared, &to).await;
     let next = SwitchState {
         epoch: previous.epoch + 1,
         active: to.clone(),

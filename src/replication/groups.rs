@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::state::FlowState;
+use super::{Registry, Slot};
 use crate::kafka::groups::{GroupAdmin, Offsets};
 
 /// What one sync pass did.
@@ -31,10 +32,17 @@ pub struct SyncReport {
 
 /// Translates a group's source offsets into target offsets to commit:
 /// only replicated topics, only translatable partitions, only forwards.
-pub fn plan(st: &FlowState, source: &Offsets, target: &Offsets) -> Offsets {
+/// With `reverse` (the flow back from the target), the target's own records
+/// count too (see [`FlowState::translate`]).
+pub fn plan(
+    st: &FlowState,
+    reverse: Option<&FlowState>,
+    source: &Offsets,
+    target: &Offsets,
+) -> Offsets {
     let mut out = Offsets::new();
     for ((topic, partition), &offset) in source {
-        let Some(t) = st.translate(topic, *partition, offset) else {
+        let Some(t) = st.translate(reverse, topic, *partition, offset) else {
             continue;
         };
         let key = (st.cfg.target_topic(topic), *partition);
@@ -58,6 +66,7 @@ fn source_topics(st: &FlowState) -> BTreeMap<String, i32> {
 /// Translates and commits one group; returns whether anything was committed.
 async fn sync_group(
     st: &FlowState,
+    reverse: Option<&FlowState>,
     src: &mut GroupAdmin,
     tgt: &mut GroupAdmin,
     group: &str,
@@ -70,11 +79,12 @@ async fn sync_group(
     if mine.is_empty() {
         return Ok(());
     }
-    commit_translated(st, tgt, group, &mine, report).await
+    commit_translated(st, reverse, tgt, group, &mine, report).await
 }
 
 async fn commit_translated(
     st: &FlowState,
+    reverse: Option<&FlowState>,
     tgt: &mut GroupAdmin,
     group: &str,
     source: &Offsets,
@@ -106,7 +116,7 @@ async fn commit_translated(
         .committed(group, &targets)
         .await
         .map_err(|e| e.to_string())?;
-    let todo = plan(st, source, &current);
+    let todo = plan(st, reverse, source, &current);
     if todo.is_empty() {
         return Ok(());
     }
@@ -119,6 +129,7 @@ async fn commit_translated(
 /// One pass over every group of the flow.
 pub async fn sync_once(
     st: &FlowState,
+    reverse: Option<&FlowState>,
     src: &mut GroupAdmin,
     tgt: &mut GroupAdmin,
 ) -> Result<SyncReport, String> {
@@ -128,7 +139,7 @@ pub async fn sync_once(
         .iter()
         .filter(|g| !g.starts_with("_kflip") && st.cfg.wants_group(g))
     {
-        if let Err(e) = sync_group(st, src, tgt, g, &mut report).await {
+        if let Err(e) = sync_group(st, reverse, src, tgt, g, &mut report).await {
             tracing::warn!(flow = %st.cfg.id, group = %g, error = %e, "group offset sync failed");
             src.reset();
             tgt.reset();
@@ -141,6 +152,7 @@ pub async fn sync_once(
 /// Translates and commits one observed source commit right away.
 pub async fn push_commit(
     st: &FlowState,
+    reverse: Option<&FlowState>,
     tgt: &mut GroupAdmin,
     group: &str,
     offsets: &BTreeMap<(String, i32), i64>,
@@ -149,12 +161,13 @@ pub async fn push_commit(
         return Ok(());
     }
     let mut report = SyncReport::default();
-    commit_translated(st, tgt, group, offsets, &mut report).await
+    commit_translated(st, reverse, tgt, group, offsets, &mut report).await
 }
 
 /// Runs [`sync_once`] every `group_sync_interval` until `stop`.
 pub async fn sync_loop(
-    slot: Arc<std::sync::Mutex<Option<Arc<FlowState>>>>,
+    slot: Slot,
+    flows: Registry,
     source: Vec<String>,
     target: Vec<String>,
     last: Arc<std::sync::Mutex<SyncReport>>,
@@ -174,7 +187,8 @@ pub async fn sync_loop(
             _ = tokio::time::sleep(interval) => {}
         }
         let Some(st) = st else { continue };
-        match sync_once(&st, &mut src, &mut tgt).await {
+        let reverse = flows.reverse_of(&st);
+        match sync_once(&st, reverse.as_deref(), &mut src, &mut tgt).await {
             Ok(r) => *last.lock().unwrap_or_else(|e| e.into_inner()) = r,
             Err(e) => {
                 tracing::warn!(flow = %st.cfg.id, error = %e, "group offset sync failed");

@@ -34,13 +34,38 @@ use crate::config::{Config, FlowConfig};
 use crate::kafka::groups::GroupAdmin;
 use state::{FlowState, PartitionLag};
 
+/// Where a flow's state appears once the flow has started.
+pub type Slot = Arc<Mutex<Option<Arc<FlowState>>>>;
+
+/// Every running flow's state slot: translation looks up the flow in the
+/// other direction, since with flows both ways a cluster holds records of
+/// its own next to copies.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<Mutex<Vec<Slot>>>);
+
+impl Registry {
+    /// The started flow from `st`'s target to its source, if any.
+    pub fn reverse_of(&self, st: &FlowState) -> Option<Arc<FlowState>> {
+        let slots = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        slots.iter().find_map(|slot| {
+            let other = slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+            (other.cfg.source == st.cfg.target && other.cfg.target == st.cfg.source)
+                .then_some(other)
+        })
+    }
+
+    fn set(&self, slots: Vec<Slot>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = slots;
+    }
+}
+
 /// A running flow.
 struct Running {
     cfg: FlowConfig,
     bootstraps: (Vec<String>, Vec<String>),
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
-    slot: Arc<Mutex<Option<Arc<FlowState>>>>,
+    slot: Slot,
     groups_stop: CancellationToken,
     last_sync: Arc<Mutex<groups::SyncReport>>,
 }
@@ -61,6 +86,7 @@ pub struct FlowLag {
 /// The engine: every configured flow.
 pub struct Engine {
     running: Mutex<Vec<Running>>,
+    flows: Registry,
     rt: tokio::runtime::Handle,
 }
 
@@ -69,6 +95,7 @@ impl Engine {
     pub fn new(rt: tokio::runtime::Handle) -> Engine {
         Engine {
             running: Mutex::new(Vec::new()),
+            flows: Registry::default(),
             rt,
         }
     }
@@ -110,6 +137,8 @@ impl Engine {
             let bootstraps = (boot(&w.source), boot(&w.target));
             keep.push(self.start(w, bootstraps, state_topic.clone()));
         }
+        self.flows
+            .set(keep.iter().map(|r| r.slot.clone()).collect());
         *running = keep;
     }
 
@@ -139,6 +168,7 @@ impl Engine {
         let last_sync = Arc::new(Mutex::new(groups::SyncReport::default()));
         self.rt.spawn(groups::sync_loop(
             slot.clone(),
+            self.flows.clone(),
             bootstraps.0.clone(),
             bootstraps.1.clone(),
             last_sync.clone(),
@@ -158,6 +188,7 @@ impl Engine {
     /// Stops every flow, each after a final checkpoint.
     pub fn shutdown(&self) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        self.flows.set(Vec::new());
         for r in running.drain(..) {
             stop(r);
         }
@@ -221,8 +252,11 @@ impl Engine {
                 .collect()
         };
         for (st, target) in flows {
+            let reverse = self.flows.reverse_of(&st);
             let mut tgt = GroupAdmin::new(target, Duration::from_secs(10));
-            if let Err(e) = groups::push_commit(&st, &mut tgt, group, &offsets).await {
+            if let Err(e) =
+                groups::push_commit(&st, reverse.as_deref(), &mut tgt, group, &offsets).await
+            {
                 tracing::warn!(flow = %st.cfg.id, group, error = %e, "pushed commit not translated");
             }
         }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::FlowConfig;
-use crate::offsets::{OffsetMap, SourceOffset, TargetOffset};
+use crate::offsets::{OffsetMap, SourceOffset};
 
 /// A partition of a source topic.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +47,19 @@ pub struct PartState {
     /// A permanent produce error happened; the flow rewinds the partition
     /// to its frontier once nothing is in flight.
     pub failed: bool,
+}
+
+impl PartState {
+    /// The source offset below which every record was copied (and
+    /// acknowledged) or skipped.
+    pub fn handled(&self) -> i64 {
+        let frontier = self.map.frontier().0;
+        if self.in_flight == 0 && !self.failed {
+            frontier.max(self.read_next)
+        } else {
+            frontier
+        }
+    }
 }
 
 /// Lag of one partition, as [`FlowState::lag`] reports it.
@@ -105,17 +118,46 @@ impl FlowState {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
     }
 
-    /// Translates a committed source offset of `topic`/`partition`.
-    pub fn translate(&self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+    /// Translates a committed source offset of `topic`/`partition` to the
+    /// target offset to resume from. With `reverse`, the flow from this
+    /// flow's target back to its source, records written on the target
+    /// (during a failover) count too: see [`crate::offsets::translate_both`].
+    /// A reverse flow that renames the topic differently, or has not read
+    /// the partition yet, is left out.
+    pub fn translate(
+        &self,
+        reverse: Option<&FlowState>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Option<i64> {
+        let committed = SourceOffset(offset);
+        let target_topic = self.cfg.target_topic(topic);
+        let back = reverse
+            .filter(|r| r.cfg.target_topic(&target_topic) == topic)
+            .and_then(|r| {
+                let key = SourcePartition {
+                    topic: target_topic,
+                    partition,
+                };
+                let parts = r.lock();
+                let p = parts.get(&key)?;
+                crate::offsets::reverse_bound(&p.map, SourceOffset(p.handled()), committed)
+            });
         let key = SourcePartition {
             topic: topic.to_string(),
             partition,
         };
-        self.lock()
-            .get(&key)?
-            .map
-            .translate(SourceOffset(offset))
-            .map(|t: TargetOffset| t.0)
+        let parts = self.lock();
+        let map = &parts.get(&key)?.map;
+        let t = match back {
+            Some(b) => match crate::offsets::forward_bound(map, committed) {
+                Some(f) => f.min(b),
+                None => b,
+            },
+            None => map.translate(committed)?,
+        };
+        Some(t.0)
     }
 
     /// Per-partition lag, sorted by topic and partition.

@@ -63,6 +63,30 @@ fn behind(st: &FlowState, ends: &BTreeMap<(String, i32), i64>) -> Vec<PartitionL
         .collect()
 }
 
+/// Per target partition of `st`, the offset after its last copy.
+fn copies_end(st: &FlowState) -> BTreeMap<(String, i32), i64> {
+    st.lock()
+        .iter()
+        .filter_map(|(k, p)| {
+            let end = p.map.runs().last()?.target_end().0;
+            Some(((st.cfg.target_topic(&k.topic), k.partition), end))
+        })
+        .collect()
+}
+
+/// Partitions of `st` whose records below `ends` are not all handled.
+fn unhandled(st: &FlowState, ends: &BTreeMap<(String, i32), i64>) -> Vec<(String, i32)> {
+    let parts = st.lock();
+    parts
+        .iter()
+        .filter(|(k, p)| {
+            ends.get(&(k.topic.clone(), k.partition))
+                .is_some_and(|&end| p.handled() < end)
+        })
+        .map(|(k, _)| (k.topic.clone(), k.partition))
+        .collect()
+}
+
 impl Engine {
     /// Flows from `from` to `to` that have started, with their bootstraps.
     fn flows_between(
@@ -115,17 +139,33 @@ impl Engine {
                 report.caught_up = false;
                 report.gaps.extend(gaps);
             }
+            // The flow back reads the copies just made (and skips them), so
+            // that translation knows the new cluster holds nothing of its
+            // own before their end; otherwise groups would resume early, at
+            // the first copy the flow back had not read yet.
+            if let Some(rev) = self.flows.reverse_of(st) {
+                let copied = copies_end(st);
+                while !unhandled(&rev, &copied).is_empty() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let left = unhandled(&rev, &copied);
+                if !left.is_empty() {
+                    tracing::warn!(flow = %rev.cfg.id, partitions = ?left, "the flow back has not read the new copies; groups may re-read records");
+                }
+            }
             let timeout = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_secs(2));
             let mut src = GroupAdmin::new(source.clone(), timeout);
             let mut tgt = GroupAdmin::new(target.clone(), timeout);
-            if let Err(e) = groups::sync_once(st, &mut src, &mut tgt).await {
+            let reverse = self.flows.reverse_of(st);
+            let reverse = reverse.as_deref();
+            if let Err(e) = groups::sync_once(st, reverse, &mut src, &mut tgt).await {
                 tracing::warn!(flow = %st.cfg.id, error = %e, "final group offset sync failed");
             }
             for (group, offsets) in &commits {
                 tgt.reset();
-                if let Err(e) = groups::push_commit(st, &mut tgt, group, offsets).await {
+                if let Err(e) = groups::push_commit(st, reverse, &mut tgt, group, offsets).await {
                     tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
                 }
             }
@@ -154,9 +194,12 @@ impl Engine {
         commits: BTreeMap<String, BTreeMap<(String, i32), i64>>,
     ) {
         for (st, _, target) in self.flows_between(from, to) {
+            let reverse = self.flows.reverse_of(&st);
             let mut tgt = GroupAdmin::new(target, Duration::from_secs(5));
             for (group, offsets) in &commits {
-                if let Err(e) = groups::push_commit(&st, &mut tgt, group, offsets).await {
+                if let Err(e) =
+                    groups::push_commit(&st, reverse.as_deref(), &mut tgt, group, offsets).await
+                {
                     tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
                     tgt.reset();
                 }
@@ -177,7 +220,8 @@ impl Engine {
         offset: i64,
     ) -> Option<(String, i64)> {
         self.flows_between(from, to).iter().find_map(|(st, _, _)| {
-            let t = st.translate(topic, partition, offset)?;
+            let reverse = self.flows.reverse_of(st);
+            let t = st.translate(reverse.as_deref(), topic, partition, offset)?;
             Some((st.cfg.target_topic(topic), t))
         })
     }
