@@ -63,6 +63,8 @@ pub struct FlowFile {
     pub fetch_partition_bytes: Option<u64>,
     /// Longest a source fetch waits for data, e.g. `100ms`.
     pub fetch_wait: Option<String>,
+    /// What to do with orphans after a disaster switch: `hold` or `copy`.
+    pub orphans: Option<String>,
 }
 
 /// One entry under `clusters:`.

@@ -87,6 +87,9 @@ pub struct FlowConfig {
     pub fetch_partition_bytes: u64,
     /// Longest a source fetch waits for data.
     pub fetch_wait: Duration,
+    /// Copy orphans (records the old cluster acknowledged but never
+    /// replicated before a disaster switch) instead of holding them back.
+    pub copy_orphans: bool,
 }
 
 impl FlowConfig {
@@ -262,6 +265,16 @@ fn validate_flow(
             .unwrap_or(1 << 20)
             .clamp(1024, 1 << 30),
         fetch_wait: d("fetch_wait", f.fetch_wait, Duration::from_millis(100))?,
+        copy_orphans: match f.orphans.as_deref() {
+            None | Some("hold") => false,
+            Some("copy") => true,
+            Some(other) => {
+                return Err(invalid(
+                    format!("{key}.orphans"),
+                    format!("{other:?} is not one of \"hold\", \"copy\""),
+                ))
+            }
+        },
     })
 }
 

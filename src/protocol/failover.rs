@@ -25,7 +25,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{
     ApiKey, FetchResponse, HeartbeatResponse, InitProducerIdResponse, OffsetCommitResponse,
-    ResponseHeader, SyncGroupResponse, TopicName,
+    ProduceResponse, ResponseHeader, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
@@ -632,6 +632,25 @@ pub fn offset_commit_response_errors(
             t.partitions
                 .iter()
                 .map(move |p| (t.name.to_string(), p.partition_index, p.error_code))
+        })
+        .collect())
+}
+
+/// Every (topic, partition, base offset) a broker's Produce response
+/// payload (header + body) accepted; partitions with an error are left out.
+pub fn produce_response_offsets(
+    payload: &[u8],
+    version: i16,
+) -> Result<Vec<(String, i32, i64)>, String> {
+    let resp: ProduceResponse = decode_response(payload, "Produce", version)?;
+    Ok(resp
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partition_responses
+                .iter()
+                .filter(|p| p.error_code == 0 && p.base_offset >= 0)
+                .map(move |p| (t.name.to_string(), p.index, p.base_offset))
         })
         .collect())
 }

@@ -841,3 +841,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn produce_response_offsets_keep_accepted_partitions() {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    for v in 3..=11 {
+        let p = |i, e, base| {
+            PartitionProduceResponse::default()
+                .with_index(i)
+                .with_error_code(e)
+                .with_base_offset(base)
+        };
+        let resp = ProduceResponse::default().with_responses(vec![
+            TopicProduceResponse::default()
+                .with_name(topic_name("orders"))
+                .with_partition_responses(vec![p(0, 0, 40), p(1, 6, -1)]),
+            TopicProduceResponse::default()
+                .with_name(topic_name("payments"))
+                .with_partition_responses(vec![p(3, 0, 7)]),
+        ]);
+        let bytes = payload(&resp, v, 9);
+        assert_eq!(
+            produce_response_offsets(&bytes, v),
+            Ok(vec![
+                ("orders".to_string(), 0, 40),
+                ("payments".to_string(), 3, 7)
+            ]),
+            "v{v}"
+        );
+        for cut in 0..bytes.len() {
+            assert!(produce_response_offsets(&bytes[..cut], v).is_err());
+        }
+    }
+}

@@ -78,6 +78,8 @@ enum Observe {
     },
     /// An InitProducerId: the producer id belongs to this epoch.
     ProducerId,
+    /// A Produce with this many records per partition.
+    Produced(Vec<((String, i32), i64)>),
 }
 
 /// One forwarded request not yet answered (see `Shared::in_flight`).

@@ -31,7 +31,7 @@
 //! id, in the usual sidecar); two consumers that share both share their
 //! fence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -92,7 +92,14 @@ struct Inner {
     /// down): (cluster, group, member), removed when kflip next switches
     /// to that cluster.
     pending_leaves: Vec<(ClusterName, String, String)>,
+    /// (cluster, topic, partition) -> log ends the cluster acknowledged to
+    /// producers, oldest first, with when (unix ms): what a disaster's RPO
+    /// report knows beyond what the engine has read.
+    acked: HashMap<(ClusterName, String, i32), VecDeque<(i64, i64)>>,
 }
+
+/// Acknowledged log ends remembered per partition.
+const ACKED_KEPT: usize = 128;
 
 /// What the proxy remembers about clients across switches.
 #[derive(Default)]
@@ -219,6 +226,47 @@ impl Tracker {
             .get(cluster)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// `cluster` acknowledged records up to (not including) these ends.
+    pub(crate) fn acked(&self, cluster: &ClusterName, ends: Vec<(String, i32, i64)>) {
+        let now = crate::replication::state::now_ms();
+        let mut inner = self.lock();
+        for (topic, partition, end) in ends {
+            let q = inner
+                .acked
+                .entry((cluster.clone(), topic, partition))
+                .or_default();
+            if q.back().is_some_and(|&(e, _)| e >= end) {
+                continue;
+            }
+            if q.len() >= ACKED_KEPT {
+                q.pop_front();
+            }
+            q.push_back((end, now));
+        }
+    }
+
+    /// For each partition `cluster` acknowledged writes on: its newest
+    /// acknowledged end, and when the oldest acknowledgement past
+    /// `replicated(topic, partition)` came (unix ms), if any.
+    pub(crate) fn acked_past(
+        &self,
+        cluster: &ClusterName,
+        replicated: impl Fn(&str, i32) -> Option<i64>,
+    ) -> Vec<(String, i32, i64, Option<i64>)> {
+        let inner = self.lock();
+        inner
+            .acked
+            .iter()
+            .filter(|((c, _, _), _)| c == cluster)
+            .filter_map(|((_, topic, partition), q)| {
+                let &(end, _) = q.back()?;
+                let done = replicated(topic, *partition)?;
+                let since = q.iter().find(|&&(e, _)| e > done).map(|&(_, at)| at);
+                Some((topic.clone(), *partition, end, since))
+            })
+            .collect()
     }
 
     /// The new cluster issued `producer_id` to `key` under `epoch`.
@@ -462,6 +510,7 @@ pub(crate) async fn switch(shared: &Arc<Shared>, previous: SwitchState, to: Clus
     } else {
         tracing::warn!(%from, %to, "disaster switch: the old cluster does not answer; switching at once");
         if let Some(engine) = &shared.engine {
+            engine.disaster(from.as_str(), to.as_str());
             engine
                 .push_commits(
                     from.as_str(),
@@ -482,14 +531,45 @@ pub(crate) async fn switch(shared: &Arc<Shared>, previous: SwitchState, to: Clus
     tracing::info!(%from, %to, epoch = next.epoch, planned, took_ms = started.elapsed().as_millis() as u64, "switched active cluster");
     if !planned {
         if let Some(engine) = &shared.engine {
-            let lost = engine.rpo(from.as_str(), to.as_str());
-            if lost.is_empty() {
-                tracing::info!(%from, %to, "RPO: nothing known to be missing");
-            }
-            for p in lost {
-                tracing::warn!(topic = %p.topic, partition = p.partition, records = p.records, seconds = p.seconds, replicated_to = p.replicated_to, source_end = p.source_end, "RPO: not replicated before the old cluster went away");
+            report_rpo(shared, engine, &from, &to);
+        }
+    }
+}
+
+/// Logs, per partition, what the old cluster acknowledged that the flows to
+/// the new one had not copied: the engine's view (records it read), raised
+/// to the log ends this proxy saw acknowledged to producers, which can be
+/// newer than anything the engine read.
+fn report_rpo(
+    shared: &Shared,
+    engine: &crate::replication::Engine,
+    from: &ClusterName,
+    to: &ClusterName,
+) {
+    let mut lag: BTreeMap<(String, i32), crate::replication::state::PartitionLag> = engine
+        .rpo(from.as_str(), to.as_str())
+        .into_iter()
+        .map(|p| ((p.topic.clone(), p.partition), p))
+        .collect();
+    let now = crate::replication::state::now_ms();
+    let acked = shared.failover.acked_past(from, |t, p| {
+        lag.get(&(t.to_string(), p)).map(|l| l.replicated_to)
+    });
+    for (topic, partition, end, since) in acked {
+        if let Some(l) = lag.get_mut(&(topic, partition)) {
+            l.source_end = l.source_end.max(end);
+            l.records = l.records.max(end - l.replicated_to);
+            if let Some(at) = since {
+                l.seconds = l.seconds.max((now - at).max(0) as f64 / 1000.0);
             }
         }
+    }
+    let lost: Vec<_> = lag.into_values().filter(|p| p.records > 0).collect();
+    if lost.is_empty() {
+        tracing::info!(%from, %to, "RPO: every record the old cluster acknowledged through this proxy, and every record the engine read, was replicated");
+    }
+    for p in lost {
+        tracing::warn!(topic = %p.topic, partition = p.partition, records = p.records, seconds = p.seconds, replicated_to = p.replicated_to, source_end = p.source_end, "RPO: not replicated before the old cluster went away");
     }
 }
 

@@ -162,8 +162,8 @@ pub(super) async fn intercept(
             Ok(Intercept::Forward(frame, Observe::ProducerId))
         }
         ApiKey::Produce => {
-            remap_producers(ctx, version, body_offset, &mut frame).await?;
-            Ok(Intercept::Forward(frame, Observe::Nothing))
+            let observe = remap_producers(ctx, version, body_offset, &mut frame).await?;
+            Ok(Intercept::Forward(frame, observe))
         }
         _ => Ok(Intercept::Forward(frame, Observe::Nothing)),
     }
@@ -195,24 +195,47 @@ fn translate_commit(
 }
 
 /// Rewrites batches of producer ids from before the switch onto ids of
-/// this cluster, with sequences rebased per partition.
+/// this cluster, with sequences rebased per partition. With a replication
+/// engine, returns the records per partition, so that the log ends the
+/// cluster acknowledges are known for a disaster's RPO report.
 async fn remap_producers(
     ctx: &Ctx,
     version: i16,
     body_offset: usize,
     frame: &mut Frame,
-) -> Result<(), String> {
-    if ctx.epoch == 0 {
-        return Ok(());
+) -> Result<Observe, String> {
+    let counting = ctx.shared.engine.is_some();
+    if ctx.epoch == 0 && !counting {
+        return Ok(Observe::Nothing);
     }
-    let key = ctx.key(frame.payload());
     let view = {
         let body = &frame.payload()[body_offset..];
-        wire::produce_batches(body, version).map_err(|e| format!("bad Produce request: {e}"))?
+        match wire::produce_batches(body, version) {
+            Ok(view) => view,
+            // Message sets before v3 carry no producer ids.
+            Err(wire::ParseError::Unsupported { .. }) => return Ok(Observe::Nothing),
+            Err(e) => return Err(format!("bad Produce request: {e}")),
+        }
     };
-    if view.transactional_id.is_some() {
-        return Ok(());
+    let observe = if counting {
+        let mut counts: Vec<((String, i32), i64)> = Vec::new();
+        for b in &view.batches {
+            match counts
+                .iter_mut()
+                .find(|(k, _)| k.0 == b.topic && k.1 == b.partition)
+            {
+                Some((_, n)) => *n += i64::from(b.record_count),
+                None => counts.push(((b.topic.clone(), b.partition), i64::from(b.record_count))),
+            }
+        }
+        Observe::Produced(counts)
+    } else {
+        Observe::Nothing
+    };
+    if ctx.epoch == 0 || view.transactional_id.is_some() {
+        return Ok(observe);
     }
+    let key = ctx.key(frame.payload());
     let failover = &ctx.shared.failover;
     for batch in &view.batches {
         if batch.producer_id < 0 || !failover.producer_is_old(&key, batch.producer_id, ctx.epoch) {
@@ -238,7 +261,7 @@ async fn remap_producers(
         let body = &mut frame.0[4 + body_offset..];
         wire::rewrite_batch(body, batch, pid, pepoch, seq);
     }
-    Ok(())
+    Ok(observe)
 }
 
 /// Whether an InitProducerId request names a transactional id.
@@ -342,6 +365,19 @@ pub(super) fn learn(ctx: &Ctx, observe: Observe, version: i16, payload: &[u8]) {
                 Err(e) => tracing::debug!(error = %e, "OffsetCommit response not understood"),
             }
         }
+        Observe::Produced(counts) => match wire::produce_response_offsets(payload, version) {
+            Ok(accepted) => {
+                let ends = accepted
+                    .into_iter()
+                    .filter_map(|(t, p, base)| {
+                        let n = counts.iter().find(|(k, _)| k.0 == t && k.1 == p)?.1;
+                        Some((t, p, base + n))
+                    })
+                    .collect();
+                ctx.shared.failover.acked(&ctx.cluster, ends);
+            }
+            Err(e) => tracing::debug!(error = %e, "Produce response not understood"),
+        },
         Observe::ProducerId => match wire::init_producer_id_response(payload, version) {
             Ok((0, pid, _)) => {
                 let key = (

@@ -36,6 +36,8 @@ use crate::offsets::{OffsetMap, SourceOffset, TargetOffset};
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Delivery opaque of checkpoint records (data records carry their source offset).
 pub(super) const CHECKPOINT: usize = usize::MAX;
+/// Delivery opaque of restored orphans (not recorded in the offset map).
+const RESTORED: usize = usize::MAX - 1;
 
 /// What a flow thread needs to start.
 pub struct FlowStart {
@@ -53,6 +55,8 @@ pub struct FlowStart {
     pub rt: tokio::runtime::Handle,
     /// Where the flow publishes its state once the cluster ids are known.
     pub slot: Arc<std::sync::Mutex<Option<Arc<FlowState>>>>,
+    /// The engine's orphan watch.
+    pub orphans: super::orphans::Orphans,
 }
 
 /// A flow whose clusters answered.
@@ -63,6 +67,7 @@ pub(super) struct FlowSetup {
     pub(super) state_topic: String,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) rt: tokio::runtime::Handle,
+    pub(super) orphans: super::orphans::Orphans,
 }
 
 /// Asks both clusters for their ids and publishes the flow's state.
@@ -90,6 +95,7 @@ fn resolve(start: &FlowStart) -> Result<FlowSetup, String> {
         state_topic: start.state_topic.clone(),
         stop: start.stop.clone(),
         rt: start.rt.clone(),
+        orphans: start.orphans.clone(),
     })
 }
 
@@ -109,6 +115,15 @@ impl ProducerContext for Deliver {
                     tracing::warn!(flow = %self.0.cfg.id, error = %e, "checkpoint write failed; will retry");
                     return;
                 }
+                if source_offset == RESTORED {
+                    self.0.error(format!(
+                        "copy of an orphan of {}[{}] failed: {e}; the range stays held",
+                        m.topic(),
+                        m.partition()
+                    ));
+                    self.0.restore_failed.store(true, Ordering::Relaxed);
+                    return;
+                }
                 self.0.error(format!(
                     "copy of {}[{}] source offset {source_offset} failed permanently: {e}; rewinding the partition",
                     m.topic(),
@@ -126,7 +141,7 @@ impl ProducerContext for Deliver {
                 return;
             }
         };
-        if source_offset == CHECKPOINT {
+        if source_offset == CHECKPOINT || source_offset == RESTORED {
             return;
         }
         let Some(topic) = self.0.cfg.source_topic(m.topic()) else {
@@ -293,6 +308,9 @@ impl<'a> Runner<'a> {
         let mut next_discovery = Instant::now();
         let mut next_config_sync = Instant::now() + cfg.config_sync_interval;
         let mut next_checkpoint = Instant::now() + cfg.checkpoint_interval;
+        if cfg.copy_orphans {
+            self.copy_held_orphans();
+        }
         while !self.stopping() {
             let now = Instant::now();
             if now >= next_discovery {
@@ -321,6 +339,101 @@ impl<'a> Runner<'a> {
         self.checkpoint();
         self.drain();
         tracing::info!(flow = %cfg.id, "flow stopped");
+    }
+
+    /// Copies the orphan ranges held so far (the flow's policy is now
+    /// `orphans: copy`): each record that is the source's own, with its
+    /// provenance header, after whatever the target holds now. The copies
+    /// are not in the offset map (their place in the target is out of
+    /// order); a range counts as copied once every copy is acknowledged.
+    fn copy_held_orphans(&self) {
+        let st = &self.setup.state;
+        for range in self.setup.orphans.held(&st.cfg.id) {
+            st.restore_failed.store(false, Ordering::Relaxed);
+            let target_topic = st.cfg.target_topic(&range.topic);
+            let mut sent = 0u64;
+            let read = scan(
+                &self.setup.source,
+                &range.topic,
+                range.partition,
+                range.from,
+                |m| {
+                    if m.offset() >= range.to {
+                        return;
+                    }
+                    let headers = m.headers();
+                    let existing = headers.and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == provenance::HEADER)
+                            .and_then(|h| h.value)
+                    });
+                    let decision = provenance::decide(
+                        existing,
+                        (&st.source_id, &range.topic, range.partition, m.offset()),
+                        (&st.target_id, &target_topic),
+                        now_ms(),
+                    );
+                    let origin = match &decision {
+                        Decision::Skip => return,
+                        Decision::CopyNew(o) => Some(o.encode()),
+                        Decision::CopyKeep => None,
+                    };
+                    let mut out = OwnedHeaders::new();
+                    if let Some(h) = headers {
+                        for hdr in h.iter() {
+                            out = out.insert(Header {
+                                key: hdr.key,
+                                value: hdr.value,
+                            });
+                        }
+                    }
+                    if let Some(v) = &origin {
+                        out = out.insert(Header {
+                            key: provenance::HEADER,
+                            value: Some(v.as_bytes()),
+                        });
+                    }
+                    let mut rec: BaseRecord<'_, [u8], [u8], usize> =
+                        BaseRecord::with_opaque_to(&target_topic, RESTORED)
+                            .partition(range.partition)
+                            .headers(out);
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        rec = rec.timestamp(ts);
+                    }
+                    if let Some(k) = m.key() {
+                        rec = rec.key(k);
+                    }
+                    if let Some(v) = m.payload() {
+                        rec = rec.payload(v);
+                    }
+                    while let Err((e, back)) = self.producer.send(rec) {
+                        if !matches!(
+                            e,
+                            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+                        ) {
+                            st.error(format!("cannot queue an orphan for the target: {e}"));
+                            st.restore_failed.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    sent += 1;
+                },
+            );
+            self.drain();
+            match read {
+                Ok(()) if !st.restore_failed.load(Ordering::Relaxed) => {
+                    self.setup.orphans.copied(&range);
+                    tracing::warn!(flow = %st.cfg.id, topic = %range.topic, partition = range.partition, from = range.from, to = range.to, records = sent, "held orphans copied to the target (after the records written there since)");
+                }
+                Ok(()) => {}
+                Err(e) => st.error(format!(
+                    "cannot read orphans of {}[{}] to copy them: {e}",
+                    range.topic, range.partition
+                )),
+            }
+        }
     }
 
     /// Waits (bounded) until the producer has nothing in flight. Delivery
@@ -354,15 +467,30 @@ impl<'a> Runner<'a> {
             now_ms(),
         );
         {
-            let mut parts = st.lock();
             let key = SourcePartition {
                 topic: topic.to_string(),
                 partition,
             };
+            // Before the state lock: the first check after a disaster reads
+            // the source log end.
+            let hold = self.setup.orphans.check(
+                &st.cfg.id,
+                &key,
+                (offset, ts),
+                decision != Decision::Skip,
+                st.cfg.copy_orphans,
+                || {
+                    self.source_admin
+                        .watermarks(topic, partition)
+                        .ok()
+                        .map(|w| w.1)
+                },
+            );
+            let mut parts = st.lock();
             let p = parts.entry(key).or_default();
             p.read_next = offset + 1;
             p.last_read_ts = ts;
-            if decision == Decision::Skip {
+            if decision == Decision::Skip || hold {
                 if p.in_flight == 0 {
                     p.map.advance_frontier(SourceOffset(offset + 1));
                     p.dirty = true;

@@ -18,6 +18,7 @@
 mod assign;
 pub mod flow;
 pub mod groups;
+pub mod orphans;
 pub mod provenance;
 pub mod state;
 pub mod switchover;
@@ -87,6 +88,7 @@ pub struct FlowLag {
 pub struct Engine {
     running: Mutex<Vec<Running>>,
     flows: Registry,
+    orphans: orphans::Orphans,
     rt: tokio::runtime::Handle,
 }
 
@@ -96,6 +98,7 @@ impl Engine {
         Engine {
             running: Mutex::new(Vec::new()),
             flows: Registry::default(),
+            orphans: orphans::Orphans::default(),
             rt,
         }
     }
@@ -159,6 +162,7 @@ impl Engine {
             stop: stop.clone(),
             rt: self.rt.clone(),
             slot: slot.clone(),
+            orphans: self.orphans.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("kflip-flow-{}", cfg.id))
@@ -219,6 +223,31 @@ impl Engine {
                 }
             })
             .collect()
+    }
+
+    /// A disaster switch left `from` for `to`: records of `from` the flows
+    /// to `to` have not copied yet are orphans (see [`orphans`]).
+    pub fn disaster(&self, from: &str, to: &str) {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for r in running
+            .iter()
+            .filter(|r| r.cfg.source.as_str() == from && r.cfg.target.as_str() == to)
+        {
+            let Some(st) = r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+                continue;
+            };
+            let parts: Vec<_> = st
+                .lock()
+                .iter()
+                .map(|(k, p)| (k.clone(), p.handled()))
+                .collect();
+            self.orphans.watch(&r.cfg.id, parts);
+        }
+    }
+
+    /// Every orphan range found since kflip started.
+    pub fn orphans(&self) -> Vec<orphans::OrphanRange> {
+        self.orphans.all()
     }
 
     /// The state of a flow, by id, once it has started.

@@ -93,6 +93,8 @@ pub struct FlowState {
     pub target_id: String,
     /// Most recent error an operator should see, if any.
     pub last_error: Mutex<Option<String>>,
+    /// A copy of held orphans failed (see `super::orphans`).
+    pub restore_failed: std::sync::atomic::AtomicBool,
 }
 
 impl FlowState {
@@ -104,6 +106,7 @@ impl FlowState {
             source_id,
             target_id,
             last_error: Mutex::new(None),
+            restore_failed: Default::default(),
         }
     }
 

@@ -174,14 +174,14 @@ impl Engine {
         report
     }
 
-    /// For a disaster switch away from `from`: what the flows `from -> to`
-    /// had not copied, as far as the engine knows (the source log ends are
-    /// from the last statistics it received before `from` went away).
+    /// For a disaster switch away from `from`: every partition the flows
+    /// `from -> to` copy, with what they had not copied as far as the engine
+    /// knows (the source log ends are from the last statistics it received
+    /// before `from` went away, or the last record it read).
     pub fn rpo(&self, from: &str, to: &str) -> Vec<PartitionLag> {
         self.flows_between(from, to)
             .iter()
             .flat_map(|(st, _, _)| st.lag())
-            .filter(|p| p.records > 0)
             .collect()
     }
 
