@@ -75,6 +75,51 @@ impl GroupAdmin {
         Ok(self.conns.get_mut(&key).expect("inserted above"))
     }
 
+    /// Aborts the open transaction of `transactional_id` (producer id and
+    /// epoch as the producer last used them) at its coordinator. Used when
+    /// kflip moves a transactional producer away from this cluster, so that
+    /// the transaction does not hold back read_committed readers until it
+    /// times out.
+    pub async fn abort_transaction(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::{EndTxnRequest, TransactionalId};
+        let addr = {
+            let (c, v) = self.conn(None).await?;
+            let ver = Self::version(v, ApiKey::FindCoordinator, 3);
+            let r = c
+                .send(
+                    &FindCoordinatorRequest::default()
+                        .with_key(s(transactional_id))
+                        .with_key_type(1),
+                    ver,
+                )
+                .await?;
+            if r.error_code != 0 {
+                return Err(self.err(format!(
+                    "FindCoordinator for a transaction: error code {}",
+                    r.error_code
+                )));
+            }
+            format!("{}:{}", r.host.as_str(), r.port)
+        };
+        let (c, v) = self.conn(Some(&addr)).await?;
+        let ver = Self::version(v, ApiKey::EndTxn, 3);
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(transactional_id)))
+            .with_producer_id(producer_id.into())
+            .with_producer_epoch(producer_epoch)
+            .with_committed(false);
+        let r = c.send(&req, ver).await?;
+        if r.error_code != 0 {
+            return Err(self.err(format!("EndTxn (abort): error code {}", r.error_code)));
+        }
+        Ok(())
+    }
+
     /// Drops cached connections (after an error).
     pub fn reset(&mut self) {
         self.conns.clear();

@@ -331,7 +331,7 @@ fn by_topic<T>(items: &[T], topic: impl Fn(&T) -> &str) -> Vec<(&str, Vec<&T>)> 
     out
 }
 
-fn topic_name(name: &str) -> TopicName {
+pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 

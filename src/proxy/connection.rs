@@ -76,8 +76,9 @@ enum Observe {
         group: String,
         offsets: Vec<((String, i32), i64)>,
     },
-    /// An InitProducerId: the producer id belongs to this epoch.
-    ProducerId,
+    /// An InitProducerId from this client: the producer id belongs to this
+    /// epoch.
+    ProducerId(super::failover::ClientKey),
     /// A Produce with this many records per partition.
     Produced(Vec<((String, i32), i64)>),
 }

@@ -96,6 +96,8 @@ struct Inner {
     /// producers, oldest first, with when (unix ms): what a disaster's RPO
     /// report knows beyond what the engine has read.
     acked: HashMap<(ClusterName, String, i32), VecDeque<(i64, i64)>>,
+    /// Transactions (producer id, epoch) kflip aborted on the old cluster.
+    aborted: std::collections::HashSet<(i64, i16)>,
 }
 
 /// Acknowledged log ends remembered per partition.
@@ -269,6 +271,16 @@ impl Tracker {
             .collect()
     }
 
+    /// Whether this is the first abort of the transaction of
+    /// `(producer_id, producer_epoch)` on the old cluster.
+    pub(crate) fn first_abort(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        let mut inner = self.lock();
+        if inner.aborted.len() > MAX_IDS {
+            inner.aborted.clear();
+        }
+        inner.aborted.insert((producer_id, producer_epoch))
+    }
+
     /// The new cluster issued `producer_id` to `key` under `epoch`.
     pub(crate) fn producer_issued(&self, key: &ClientKey, producer_id: i64, epoch: u64) {
         let mut inner = self.lock();
@@ -427,7 +439,7 @@ async fn leave_pending(shared: &Shared, to: &ClusterName) {
 }
 
 /// The bootstrap addresses of `cluster` in the current config.
-fn bootstrap(shared: &Shared, cluster: &ClusterName) -> Vec<String> {
+pub(crate) fn bootstrap(shared: &Shared, cluster: &ClusterName) -> Vec<String> {
     shared
         .config
         .borrow()

@@ -11,6 +11,9 @@ use kafka_protocol::messages::ApiKey;
 use super::{Ctx, Frame, Observe, Pending};
 use crate::protocol::failover as wire;
 
+#[path = "txn.rs"]
+mod txn;
+
 /// Kafka's UNKNOWN_MEMBER_ID: the member must rejoin its group.
 const UNKNOWN_MEMBER_ID: i16 = 25;
 
@@ -155,15 +158,49 @@ pub(super) async fn intercept(
             }
         }
         ApiKey::InitProducerId => {
-            if !transactional(&frame.payload()[body_offset..], version) {
+            let body = &frame.payload()[body_offset..];
+            if !transactional(body, version) {
                 return answer_producer_id(ctx, version, correlation_id, frame.payload()).await;
             }
-            fresh_producer_id(&mut frame.0[4 + body_offset..], version);
-            Ok(Intercept::Forward(frame, Observe::ProducerId))
+            // A transactional producer's epoch bump of an id from before the
+            // switch (after it aborted, see `txn`) asks the new cluster for a
+            // fresh id for its transactional id.
+            let key = ctx.key(frame.payload());
+            if ctx.epoch > 0 {
+                let old = init_producer_id_of(body, version)
+                    .is_some_and(|pid| pid >= 0 && failover.producer_is_old(&key, pid, ctx.epoch));
+                if old {
+                    tracing::info!(client = %key.0, "transactional producer from before the switch gets a fresh producer id");
+                    fresh_producer_id(&mut frame.0[4 + body_offset..], version);
+                }
+            }
+            Ok(Intercept::Forward(frame, Observe::ProducerId(key)))
+        }
+        ApiKey::AddPartitionsToTxn
+        | ApiKey::AddOffsetsToTxn
+        | ApiKey::TxnOffsetCommit
+        | ApiKey::EndTxn
+            if ctx.epoch > 0 =>
+        {
+            let key = ctx.key(frame.payload());
+            let body = &frame.payload()[body_offset..];
+            let Some(t) = txn::transaction_of(api, version, body).filter(|t| {
+                t.producer_id >= 0 && failover.producer_is_old(&key, t.producer_id, ctx.epoch)
+            }) else {
+                return Ok(Intercept::Forward(frame, Observe::Nothing));
+            };
+            txn::abort_on_old_cluster(&ctx.shared, t);
+            tracing::info!(client = %key.0, api = ?api, "transaction from before the switch: answered with an abortable error");
+            let answer = txn::answer(api, version, correlation_id, body)?;
+            Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)))
         }
         ApiKey::Produce => {
-            let observe = remap_producers(ctx, version, body_offset, &mut frame).await?;
-            Ok(Intercept::Forward(frame, observe))
+            match remap_producers(ctx, version, correlation_id, body_offset, &mut frame).await? {
+                Produced::Forward(observe) => Ok(Intercept::Forward(frame, observe)),
+                Produced::Refused(answer) => {
+                    Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)))
+                }
+            }
         }
         _ => Ok(Intercept::Forward(frame, Observe::Nothing)),
     }
@@ -194,26 +231,38 @@ fn translate_commit(
     Some(out)
 }
 
+/// What becomes of a Produce request.
+enum Produced {
+    /// Forwarded (perhaps rewritten).
+    Forward(Observe),
+    /// Answered by kflip: a transaction from before the switch.
+    Refused(bytes::Bytes),
+}
+
 /// Rewrites batches of producer ids from before the switch onto ids of
-/// this cluster, with sequences rebased per partition. With a replication
-/// engine, returns the records per partition, so that the log ends the
+/// this cluster, with sequences rebased per partition, and refuses the
+/// batches of transactions from before it (see `txn`). With a replication
+/// engine, observes the records per partition, so that the log ends the
 /// cluster acknowledges are known for a disaster's RPO report.
 async fn remap_producers(
     ctx: &Ctx,
     version: i16,
+    correlation_id: i32,
     body_offset: usize,
     frame: &mut Frame,
-) -> Result<Observe, String> {
+) -> Result<Produced, String> {
     let counting = ctx.shared.engine.is_some();
     if ctx.epoch == 0 && !counting {
-        return Ok(Observe::Nothing);
+        return Ok(Produced::Forward(Observe::Nothing));
     }
     let view = {
         let body = &frame.payload()[body_offset..];
         match wire::produce_batches(body, version) {
             Ok(view) => view,
             // Message sets before v3 carry no producer ids.
-            Err(wire::ParseError::Unsupported { .. }) => return Ok(Observe::Nothing),
+            Err(wire::ParseError::Unsupported { .. }) => {
+                return Ok(Produced::Forward(Observe::Nothing))
+            }
             Err(e) => return Err(format!("bad Produce request: {e}")),
         }
     };
@@ -232,11 +281,37 @@ async fn remap_producers(
     } else {
         Observe::Nothing
     };
-    if ctx.epoch == 0 || view.transactional_id.is_some() {
-        return Ok(observe);
+    if ctx.epoch == 0 {
+        return Ok(Produced::Forward(observe));
     }
     let key = ctx.key(frame.payload());
     let failover = &ctx.shared.failover;
+    if view.transactional_id.is_some() {
+        let old = view.batches.iter().any(|b| {
+            b.producer_id >= 0 && failover.producer_is_old(&key, b.producer_id, ctx.epoch)
+        });
+        let acks = crate::protocol::header::produce_acks(&frame.payload()[body_offset..], version)
+            .unwrap_or(0);
+        if old && acks != 0 {
+            if let (Some(id), Some(b)) = (&view.transactional_id, view.batches.first()) {
+                txn::abort_on_old_cluster(
+                    &ctx.shared,
+                    txn::TxnOf {
+                        transactional_id: id.clone(),
+                        producer_id: b.producer_id,
+                        producer_epoch: b.producer_epoch,
+                    },
+                );
+            }
+            tracing::info!(client = %key.0, "transactional produce from before the switch: answered with an abortable error");
+            return Ok(Produced::Refused(txn::produce_answer(
+                version,
+                correlation_id,
+                &view,
+            )?));
+        }
+        return Ok(Produced::Forward(observe));
+    }
     for batch in &view.batches {
         if batch.producer_id < 0 || !failover.producer_is_old(&key, batch.producer_id, ctx.epoch) {
             continue;
@@ -261,7 +336,7 @@ async fn remap_producers(
         let body = &mut frame.0[4 + body_offset..];
         wire::rewrite_batch(body, batch, pid, pepoch, seq);
     }
-    Ok(observe)
+    Ok(Produced::Forward(observe))
 }
 
 /// Whether an InitProducerId request names a transactional id.
@@ -308,25 +383,35 @@ async fn answer_producer_id(
     Ok(Intercept::Answer(Pending::Delayed(frame, Duration::ZERO)))
 }
 
-/// Turns an idempotent producer's epoch bump (InitProducerId v3+ with its
-/// current producer id and epoch, KIP-360) into a request for a fresh id.
-/// To the client both reset its sequences; a bump of an id from the other
-/// cluster would be refused, and tansu 0.6 aborts its storage task on any
-/// bump without a transactional id. Transactional requests are untouched.
-fn fresh_producer_id(body: &mut [u8], version: i16) {
+/// Where the producer id of an InitProducerId v3+ request starts: after
+/// the transactional id and the transaction timeout.
+fn init_producer_id_at(body: &[u8], version: i16) -> Option<usize> {
     if version < 3 {
-        return;
+        return None;
     }
     let mut r = crate::protocol::varint::Reader::new(body, 0);
-    let null = if version >= 2 {
-        matches!(r.uvarint(), Ok(0))
-    } else {
-        matches!(r.i16(), Ok(-1))
-    };
-    if !null || r.i32().is_err() {
+    // v3+ is flexible: a compact nullable string (length + 1, 0 for null).
+    let len = r.uvarint().ok()? as usize;
+    r.take(len.saturating_sub(1)).ok()?;
+    r.i32().ok()?;
+    Some(r.pos())
+}
+
+/// The producer id an InitProducerId v3+ request bumps (-1 for none).
+fn init_producer_id_of(body: &[u8], version: i16) -> Option<i64> {
+    let at = init_producer_id_at(body, version)?;
+    let b = body.get(at..at + 8)?;
+    Some(i64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// Turns an epoch bump (InitProducerId v3+ with the current producer id
+/// and epoch, KIP-360) of a producer id from before the switch into a
+/// request for a fresh id: the new cluster never issued the old one and
+/// would refuse to bump it. To the client both reset its sequences.
+fn fresh_producer_id(body: &mut [u8], version: i16) {
+    let Some(at) = init_producer_id_at(body, version) else {
         return;
-    }
-    let at = r.pos();
+    };
     if let Some(fields) = body.get_mut(at..at + 10) {
         fields[..8].copy_from_slice(&(-1i64).to_be_bytes());
         fields[8..].copy_from_slice(&(-1i16).to_be_bytes());
@@ -378,16 +463,8 @@ pub(super) fn learn(ctx: &Ctx, observe: Observe, version: i16, payload: &[u8]) {
             }
             Err(e) => tracing::debug!(error = %e, "Produce response not understood"),
         },
-        Observe::ProducerId => match wire::init_producer_id_response(payload, version) {
+        Observe::ProducerId(key) => match wire::init_producer_id_response(payload, version) {
             Ok((0, pid, _)) => {
-                let key = (
-                    ctx.client_id
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone()
-                        .unwrap_or_default(),
-                    ctx.peer,
-                );
                 ctx.shared.failover.producer_issued(&key, pid, ctx.epoch);
             }
             Ok(_) => {}
@@ -410,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn epoch_bumps_of_idempotent_producers_become_fresh_id_requests() {
+    fn epoch_bumps_become_fresh_id_requests() {
         for version in 3..=5 {
             let req = InitProducerIdRequest::default()
                 .with_transactional_id(None)
@@ -428,15 +505,17 @@ mod tests {
             assert_eq!(got.transaction_timeout_ms, 60_000);
 
             let txn =
-                req.with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("t"))));
+                req.with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx-7"))));
             let mut body = encode(&txn, version);
+            assert_eq!(init_producer_id_of(&body, version), Some(42));
             fresh_producer_id(&mut body, version);
             let got = InitProducerIdRequest::decode(&mut body.freeze(), version).unwrap();
             assert_eq!(
                 (got.producer_id.0, got.producer_epoch),
-                (42, 3),
-                "transactional untouched"
+                (-1, -1),
+                "transactional v{version}"
             );
+            assert_eq!(got.transactional_id.unwrap().0.as_str(), "tx-7");
         }
         let mut short = vec![0u8, 0, 0];
         fresh_producer_id(&mut short, 4);
