@@ -82,6 +82,29 @@ pub fn produce(bootstrap: &str, topic: &str, values: &[String]) {
 /// Reads every record of `topic` from the beginning to the end the broker
 /// reports now, bypassing any group. Returns values by partition, in order.
 pub fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<String>> {
+    read_matching(bootstrap, topic, |_| true)
+}
+
+/// Values of the records of `topic` written to this cluster by clients,
+/// not copied there by kflip (no `kflip-origin` header).
+#[allow(dead_code)]
+pub fn natives(bootstrap: &str, topic: &str) -> Vec<String> {
+    use rdkafka::message::Headers;
+    read_matching(bootstrap, topic, |m| {
+        !m.headers()
+            .is_some_and(|h| h.iter().any(|h| h.key == "kflip-origin"))
+    })
+    .into_values()
+    .flatten()
+    .collect()
+}
+
+/// Values of the records of `topic` that `keep` accepts, per partition.
+fn read_matching(
+    bootstrap: &str,
+    topic: &str,
+    keep: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> bool,
+) -> BTreeMap<i32, Vec<String>> {
     let c: BaseConsumer = config(bootstrap)
         .set("group.id", "kflip-test-reader")
         .set("enable.auto.commit", "false")
@@ -114,12 +137,24 @@ pub fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<String>> {
         &format!("reading {topic} from {bootstrap}"),
         Duration::from_secs(30),
         || {
-            while let Some(m) = c.poll(Duration::from_millis(100)) {
+            // Records written meanwhile keep coming: stop at the ends read
+            // first, not when the topic goes quiet.
+            while !done.values().all(|&d| d) {
+                let Some(m) = c.poll(Duration::from_millis(100)) else {
+                    break;
+                };
                 let m = m.expect("consume");
-                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
-                out.get_mut(&m.partition()).unwrap().push(v);
-                if m.offset() + 1 >= highs[&m.partition()] {
-                    done.insert(m.partition(), true);
+                let p = m.partition();
+                if m.offset() >= highs[&p] {
+                    done.insert(p, true);
+                    continue;
+                }
+                if keep(&m) {
+                    let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+                    out.get_mut(&p).unwrap().push(v);
+                }
+                if m.offset() + 1 >= highs[&p] {
+                    done.insert(p, true);
                 }
             }
             done.values().all(|&d| d).then_some(())

@@ -209,6 +209,8 @@ pub struct Kflip {
     dir: tempfile::TempDir,
     command: String,
     level: String,
+    /// A config file owned by another kflip (a fleet on one file).
+    shared_config: Option<PathBuf>,
 }
 
 impl Kflip {
@@ -230,12 +232,34 @@ impl Kflip {
     /// to listen.
     pub fn start_command(command: &str, yaml: &str, level: &str) -> Kflip {
         let mut k = Kflip::spawn(command, yaml, level);
-        k.port = wait_for("kflip to listen", Duration::from_secs(20), || {
-            let log = k.log();
+        k.wait_listening();
+        k
+    }
+
+    /// Waits for the proxy to listen and learns its port from the log.
+    fn wait_listening(&mut self) {
+        self.port = wait_for("kflip to listen", Duration::from_secs(20), || {
+            let log = self.log();
             let at = log.find("proxy listening listen=")? + "proxy listening listen=".len();
             let addr = log[at..].split_whitespace().next()?;
             addr.rsplit_once(':')?.1.parse::<u16>().ok()
         });
+    }
+
+    /// Starts `kflip COMMAND` on the config file of `other`, as a second
+    /// member of a fleet, and waits for its proxy to listen.
+    #[allow(dead_code)]
+    pub fn start_sharing(command: &str, other: &Kflip, level: &str) -> Kflip {
+        let mut k = Kflip {
+            child: None,
+            port: 0,
+            dir: tempfile::tempdir().expect("tempdir"),
+            command: command.to_string(),
+            level: level.to_string(),
+            shared_config: Some(other.config_path()),
+        };
+        k.launch();
+        k.wait_listening();
         k
     }
 
@@ -253,6 +277,7 @@ impl Kflip {
             dir,
             command: command.to_string(),
             level: level.to_string(),
+            shared_config: None,
         };
         k.write_config(yaml);
         k.launch();
@@ -293,7 +318,9 @@ impl Kflip {
 
     /// The config file's path.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("kflip.yaml")
+        self.shared_config
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("kflip.yaml"))
     }
 
     /// Replaces the config file atomically (write + rename), as an editor or
