@@ -361,42 +361,14 @@ impl<'a> Runner<'a> {
                     if m.offset() >= range.to {
                         return;
                     }
-                    let headers = m.headers();
-                    let existing = headers.and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == provenance::HEADER)
-                            .and_then(|h| h.value)
-                    });
-                    let decision = provenance::decide(
-                        existing,
-                        (&st.source_id, &range.topic, range.partition, m.offset()),
-                        (&st.target_id, &target_topic),
-                        now_ms(),
-                    );
-                    let origin = match &decision {
-                        Decision::Skip => return,
-                        Decision::CopyNew(o) => Some(o.encode()),
-                        Decision::CopyKeep => None,
-                    };
-                    let mut out = OwnedHeaders::new();
-                    if let Some(h) = headers {
-                        for hdr in h.iter() {
-                            out = out.insert(Header {
-                                key: hdr.key,
-                                value: hdr.value,
-                            });
-                        }
-                    }
-                    if let Some(v) = &origin {
-                        out = out.insert(Header {
-                            key: provenance::HEADER,
-                            value: Some(v.as_bytes()),
-                        });
+                    let decision = decide(st, m, &target_topic);
+                    if decision == Decision::Skip {
+                        return;
                     }
                     let mut rec: BaseRecord<'_, [u8], [u8], usize> =
                         BaseRecord::with_opaque_to(&target_topic, RESTORED)
                             .partition(range.partition)
-                            .headers(out);
+                            .headers(copy_headers(m, &decision));
                     if let Some(ts) = m.timestamp().to_millis() {
                         rec = rec.timestamp(ts);
                     }
@@ -454,18 +426,7 @@ impl<'a> Runner<'a> {
         let target_topic = st.cfg.target_topic(topic);
         let (partition, offset) = (m.partition(), m.offset());
         let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
-        let headers = m.headers();
-        let existing = headers.and_then(|h| {
-            h.iter()
-                .find(|h| h.key == provenance::HEADER)
-                .and_then(|h| h.value)
-        });
-        let decision = provenance::decide(
-            existing,
-            (&st.source_id, topic, partition, offset),
-            (&st.target_id, &target_topic),
-            now_ms(),
-        );
+        let decision = decide(st, m, &target_topic);
         {
             let key = SourcePartition {
                 topic: topic.to_string(),
@@ -502,28 +463,11 @@ impl<'a> Runner<'a> {
             }
             p.in_flight += 1;
         }
-        let n = headers.map(|h| h.count()).unwrap_or(0);
-        let mut out = OwnedHeaders::new_with_capacity(n + 1);
-        if let Some(h) = headers {
-            for hdr in h.iter() {
-                out = out.insert(Header {
-                    key: hdr.key,
-                    value: hdr.value,
-                });
-            }
-        }
-        if let Decision::CopyNew(o) = &decision {
-            let v = o.encode();
-            out = out.insert(Header {
-                key: provenance::HEADER,
-                value: Some(v.as_bytes()),
-            });
-        }
         let mut rec: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&target_topic, offset as usize)
                 .partition(partition)
                 .timestamp(ts)
-                .headers(out);
+                .headers(copy_headers(m, &decision));
         if let Some(k) = m.key() {
             rec = rec.key(k);
         }
@@ -651,6 +595,45 @@ impl<'a> Runner<'a> {
         }
         at
     }
+}
+
+/// The provenance decision for a record read from the source.
+fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str) -> Decision {
+    let existing = m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == provenance::HEADER)
+            .and_then(|h| h.value)
+    });
+    provenance::decide(
+        existing,
+        (&st.source_id, m.topic(), m.partition(), m.offset()),
+        (&st.target_id, target_topic),
+        now_ms(),
+    )
+}
+
+/// A copy's headers: the record's own, plus the provenance header when the
+/// record had none.
+fn copy_headers(m: &BorrowedMessage<'_>, decision: &Decision) -> OwnedHeaders {
+    let headers = m.headers();
+    let n = headers.map(|h| h.count()).unwrap_or(0);
+    let mut out = OwnedHeaders::new_with_capacity(n + 1);
+    if let Some(h) = headers {
+        for hdr in h.iter() {
+            out = out.insert(Header {
+                key: hdr.key,
+                value: hdr.value,
+            });
+        }
+    }
+    if let Decision::CopyNew(o) = decision {
+        let v = o.encode();
+        out = out.insert(Header {
+            key: provenance::HEADER,
+            value: Some(v.as_bytes()),
+        });
+    }
+    out
 }
 
 /// Where copying of a partition resumes: after the last acknowledged copy
