@@ -51,6 +51,25 @@ pub fn reverse_bound(
     Some(TargetOffset(b.0))
 }
 
+/// The first offset of B at or after `at` that is not a copy the forward
+/// map (A -> B) knows of. The reverse bound says where B's own records the
+/// group has not seen may start; an offset that holds a copy of an A record
+/// is not one of them, so a reverse bound that lags (the flow back has not
+/// read B's newest copies yet) moves past them.
+pub fn past_copies(forward: &OffsetMap, at: TargetOffset) -> TargetOffset {
+    let runs = forward.runs();
+    let mut at = at;
+    let mut i = runs.partition_point(|r| r.target_end() <= at);
+    while let Some(run) = runs.get(i) {
+        if run.target > at {
+            break;
+        }
+        at = run.target_end();
+        i += 1;
+    }
+    at
+}
+
 /// Where a group that committed `committed` on A resumes on B, given the
 /// forward map (A -> B) and the reverse map (B -> A) with what the reverse
 /// flow has handled (see [`reverse_bound`]): never past a record of B the
@@ -61,7 +80,7 @@ pub fn translate_both(
     handled: SourceOffset,
     committed: SourceOffset,
 ) -> Option<TargetOffset> {
-    let r = reverse_bound(reverse, handled, committed)?;
+    let r = past_copies(forward, reverse_bound(reverse, handled, committed)?);
     Some(match forward_bound(forward, committed) {
         Some(f) => f.min(r),
         None => r,
@@ -186,6 +205,34 @@ mod tests {
                 prop_assert_eq!(p.map(|p| p.0), Some(w.truth(c)), "c {}", c);
             }
         }
+    }
+
+    #[test]
+    fn a_lagging_flow_back_does_not_pull_groups_back_over_copies() {
+        // B: b0 [a0] [a1] [a2] ; A: [b0] a0 a1 a2. The flow back has read
+        // only b0: it has not seen the copies of a0..a2 yet.
+        let mut w = World::default();
+        for s in [
+            Step::WriteB,
+            Step::CopyBA,
+            Step::WriteA,
+            Step::WriteA,
+            Step::WriteA,
+            Step::CopyAB,
+            Step::CopyAB,
+            Step::CopyAB,
+            Step::CopyAB,
+        ] {
+            w.apply(s);
+        }
+        assert_eq!(w.handled(), SourceOffset(1));
+        // Committed 4 on A (everything read): B's 4, not the flow back's 1.
+        assert_eq!(
+            translate_both(&w.ab, &w.ba, w.handled(), SourceOffset(4)),
+            Some(TargetOffset(4))
+        );
+        assert_eq!(past_copies(&w.ab, TargetOffset(1)), TargetOffset(4));
+        assert_eq!(past_copies(&w.ab, TargetOffset(0)), TargetOffset(0));
     }
 
     #[test]

@@ -31,5 +31,5 @@ mod map_tests;
 #[cfg(test)]
 mod prop_tests;
 
-pub use both::{forward_bound, reverse_bound, translate_both};
+pub use both::{forward_bound, past_copies, reverse_bound, translate_both};
 pub use map::{MapError, OffsetMap, Run, SourceOffset, TargetOffset};

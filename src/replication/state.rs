@@ -154,10 +154,13 @@ impl FlowState {
         let parts = self.lock();
         let map = &parts.get(&key)?.map;
         let t = match back {
-            Some(b) => match crate::offsets::forward_bound(map, committed) {
-                Some(f) => f.min(b),
-                None => b,
-            },
+            Some(b) => {
+                let b = crate::offsets::past_copies(map, b);
+                match crate::offsets::forward_bound(map, committed) {
+                    Some(f) => f.min(b),
+                    None => b,
+                }
+            }
             None => map.translate(committed)?,
         };
         Some(t.0)
