@@ -211,6 +211,18 @@ impl Runner<'_> {
                 (checkpoint_key(&st.cfg.id, k), p.map.encode())
             })
             .collect();
+        for (sp, from) in self.setup.orphans.take_changes(&st.cfg.id) {
+            let key = super::orphans::watch_key(&st.cfg.id, &sp);
+            let value = from.map(|f| f.to_string());
+            let mut rec: BaseRecord<'_, String, String, usize> =
+                BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT).key(&key);
+            if let Some(v) = &value {
+                rec = rec.payload(v);
+            }
+            if let Err((e, _)) = self.producer.send(rec) {
+                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot record the orphan watch in the state topic");
+            }
+        }
         for (key, value) in dirty {
             let rec = BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT)
                 .key(&key)

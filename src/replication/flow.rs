@@ -286,7 +286,8 @@ impl<'a> Runner<'a> {
         let source_admin = Admin::new(st.cfg.source.as_str(), &setup.source, setup.rt.clone())?;
         let target_admin = Admin::new(st.cfg.target.as_str(), &setup.target, setup.rt.clone())?;
         ensure_state_topic(&target_admin, &setup.state_topic)?;
-        let checkpoints = load_checkpoints(&setup.target, &setup.state_topic, &cfg.id)?;
+        let (checkpoints, watches) = load_checkpoints(&setup.target, &setup.state_topic, &cfg.id)?;
+        setup.orphans.resume(&cfg.id, watches);
         tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), "flow started");
         Ok(Runner {
             setup,
@@ -657,19 +658,35 @@ fn ensure_state_topic(admin: &Admin, topic: &str) -> Result<(), String> {
     }
 }
 
-/// Reads the state topic: the latest checkpoint of each of this flow's partitions.
+/// Reads the state topic: the latest checkpoint of each of this flow's
+/// partitions, and the orphan watches still open (see `super::orphans`).
+#[allow(clippy::type_complexity)]
 fn load_checkpoints(
     target: &str,
     state_topic: &str,
     flow: &str,
-) -> Result<HashMap<SourcePartition, OffsetMap>, String> {
+) -> Result<
+    (
+        HashMap<SourcePartition, OffsetMap>,
+        Vec<(SourcePartition, i64)>,
+    ),
+    String,
+> {
     let mut out = HashMap::new();
+    let mut watches: HashMap<SourcePartition, Option<i64>> = HashMap::new();
     for (key, value) in read_partition(target, state_topic, 0, 0)? {
-        let Some(sp) = key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| parse_checkpoint_key(flow, k))
-        else {
+        let Some(key) = key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
+        if let Some(sp) = super::orphans::parse_watch_key(flow, key) {
+            let from = value
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok());
+            watches.insert(sp, from);
+            continue;
+        }
+        let Some(sp) = parse_checkpoint_key(flow, key) else {
             continue;
         };
         match value.as_deref().map(OffsetMap::decode) {
@@ -682,7 +699,11 @@ fn load_checkpoints(
             None => {}
         }
     }
-    Ok(out)
+    let watches = watches
+        .into_iter()
+        .filter_map(|(sp, from)| Some((sp, from?)))
+        .collect();
+    Ok((out, watches))
 }
 
 /// A record's key and value.

@@ -16,8 +16,10 @@
 //!
 //! Copies of the new cluster's records (what the flow back wrote to the old
 //! cluster since it returned) are skipped as always; they are not orphans.
-//! The watch lives in the engine's memory: if kflip restarts before the old
-//! cluster returns, the orphans are copied as ordinary records.
+//! The watch is kept in the state topic on the target (key
+//! `orphans|FLOW|TOPIC|PARTITION`, value the first offset watched; a
+//! tombstone once the range is known), so a kflip that restarts while the
+//! old cluster is down still holds the orphans back when it returns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,10 +58,34 @@ struct Watch {
     last_ts: i64,
 }
 
+impl From<i64> for Watch {
+    fn from(from: i64) -> Watch {
+        Watch {
+            from,
+            to: None,
+            records: 0,
+            first_ts: 0,
+            last_ts: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Book {
     watches: HashMap<(String, SourcePartition), Watch>,
     found: Vec<OrphanRange>,
+    /// Watches to persist: started (`Some(from)`) or resolved (`None`).
+    changes: Vec<(String, SourcePartition, Option<i64>)>,
+}
+
+/// The state-topic key of a watched partition of `flow`.
+pub fn watch_key(flow: &str, sp: &SourcePartition) -> String {
+    format!("orphans|{}", super::state::checkpoint_key(flow, sp))
+}
+
+/// The partition of `flow` a state-topic key watches, if it is such a key.
+pub fn parse_watch_key(flow: &str, key: &str) -> Option<SourcePartition> {
+    super::state::parse_checkpoint_key(flow, key.strip_prefix("orphans|")?)
 }
 
 /// The engine's record of orphans, shared with its flows.
@@ -71,18 +97,39 @@ impl Orphans {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Watches these partitions of `flow` from the given source offsets.
+    /// Watches these partitions of `flow` from the given source offsets
+    /// (a disaster switch); the watches are persisted by the flow.
     pub fn watch(&self, flow: &str, parts: impl IntoIterator<Item = (SourcePartition, i64)>) {
         let mut book = self.lock();
         for (sp, from) in parts {
-            book.watches.entry((flow.to_string(), sp)).or_insert(Watch {
-                from,
-                to: None,
-                records: 0,
-                first_ts: 0,
-                last_ts: 0,
-            });
+            let key = (flow.to_string(), sp.clone());
+            if book.watches.contains_key(&key) {
+                continue;
+            }
+            book.watches.insert(key, Watch::from(from));
+            book.changes.push((flow.to_string(), sp, Some(from)));
         }
+    }
+
+    /// Watches read back from the state topic when the flow starts.
+    pub fn resume(&self, flow: &str, parts: impl IntoIterator<Item = (SourcePartition, i64)>) {
+        let mut book = self.lock();
+        for (sp, from) in parts {
+            tracing::info!(flow, topic = %sp.topic, partition = sp.partition, from, "orphan watch from an earlier disaster switch resumed");
+            book.watches
+                .entry((flow.to_string(), sp))
+                .or_insert(Watch::from(from));
+        }
+    }
+
+    /// Watch changes of `flow` to persist, oldest first.
+    pub fn take_changes(&self, flow: &str) -> Vec<(SourcePartition, Option<i64>)> {
+        let mut book = self.lock();
+        let (mine, rest) = std::mem::take(&mut book.changes)
+            .into_iter()
+            .partition(|(f, _, _)| f == flow);
+        book.changes = rest;
+        mine.into_iter().map(|(_, sp, c)| (sp, c)).collect()
     }
 
     /// A record the flow read, at `(offset, timestamp)`: returns whether to
@@ -124,6 +171,7 @@ impl Orphans {
         }
         if !inside || offset + 1 >= to {
             let w = book.watches.remove(&key).expect("found above");
+            book.changes.push((flow.to_string(), sp.clone(), None));
             if w.records > 0 {
                 let range = OrphanRange {
                     flow: flow.to_string(),
@@ -208,6 +256,25 @@ mod tests {
         assert_eq!(o.held("f"), all);
         o.copied(&all[0]);
         assert!(o.held("f").is_empty());
+    }
+
+    #[test]
+    fn watches_are_persisted_and_resumed() {
+        let o = Orphans::default();
+        o.watch("f", [(sp(), 10)]);
+        o.watch("f", [(sp(), 12)]);
+        assert_eq!(o.take_changes("g"), vec![]);
+        assert_eq!(o.take_changes("f"), vec![(sp(), Some(10))]);
+        assert!(o.take_changes("f").is_empty());
+        let k = watch_key("f", &sp());
+        assert_eq!(parse_watch_key("f", &k), Some(sp()));
+        assert_eq!(super::super::state::parse_checkpoint_key("f", &k), None);
+        // After a restart: resumed, not persisted again, resolved once.
+        let o = Orphans::default();
+        o.resume("f", [(sp(), 10)]);
+        assert!(o.take_changes("f").is_empty());
+        assert!(o.check("f", &sp(), (10, 1), true, false, || Some(11)));
+        assert_eq!(o.take_changes("f"), vec![(sp(), None)]);
     }
 
     #[test]
