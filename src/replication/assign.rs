@@ -81,6 +81,10 @@ impl Runner<'_> {
                 }
                 Some(_) => {}
             }
+            // Partitions are assigned in order; one that cannot be resumed
+            // (its target does not answer) stops the topic there, and the
+            // next discovery pass starts again from it.
+            let mut done = known.unwrap_or(0);
             for p in known.unwrap_or(0)..t.partitions {
                 let sp = SourcePartition {
                     topic: t.name.clone(),
@@ -100,8 +104,11 @@ impl Runner<'_> {
                             tracing::info!(flow = %cfg.id, topic = %sp.topic, partition = p, copies = n, "found copies made after the last checkpoint")
                         }
                         Err(e) => {
-                            st.error(format!("cannot read {target_name}[{p}] to resume: {e}"));
-                            continue;
+                            st.error(format!(
+                                "cannot read {target_name}[{p}] to resume: {e}; retried at the next discovery"
+                            ));
+                            self.checkpoints.insert(sp, map);
+                            break;
                         }
                     }
                 }
@@ -121,9 +128,12 @@ impl Runner<'_> {
                 }
                 tpl.add_partition_offset(&t.name, p, Offset::Offset(at))
                     .map_err(|e| e.to_string())?;
+                done = p + 1;
             }
-            tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, partitions = t.partitions, "replicating topic");
-            self.assigned.insert(t.name.clone(), t.partitions);
+            if done > known.unwrap_or(0) {
+                tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, partitions = done, of = t.partitions, "replicating topic");
+                self.assigned.insert(t.name.clone(), done);
+            }
         }
         if tpl.count() > 0 {
             self.source
