@@ -22,6 +22,7 @@
 //! old cluster is down still holds the orphans back when it returns.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::state::SourcePartition;
@@ -90,11 +91,19 @@ pub fn parse_watch_key(flow: &str, key: &str) -> Option<SourcePartition> {
 
 /// The engine's record of orphans, shared with its flows.
 #[derive(Clone, Default)]
-pub struct Orphans(Arc<Mutex<Book>>);
+pub struct Orphans(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    book: Mutex<Book>,
+    /// Whether any partition is watched: every record a flow reads is
+    /// checked, and almost always nothing is.
+    watching: AtomicBool,
+}
 
 impl Orphans {
     fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Watches these partitions of `flow` from the given source offsets
@@ -109,6 +118,9 @@ impl Orphans {
             book.watches.insert(key, Watch::from(from));
             book.changes.push((flow.to_string(), sp, Some(from)));
         }
+        self.0
+            .watching
+            .store(!book.watches.is_empty(), Ordering::SeqCst);
     }
 
     /// Watches read back from the state topic when the flow starts.
@@ -120,6 +132,9 @@ impl Orphans {
                 .entry((flow.to_string(), sp))
                 .or_insert(Watch::from(from));
         }
+        self.0
+            .watching
+            .store(!book.watches.is_empty(), Ordering::SeqCst);
     }
 
     /// Watch changes of `flow` to persist, oldest first.
@@ -145,10 +160,10 @@ impl Orphans {
         copy: bool,
         end: impl FnOnce() -> Option<i64>,
     ) -> bool {
-        let mut book = self.lock();
-        if book.watches.is_empty() {
+        if !self.0.watching.load(Ordering::SeqCst) {
             return false;
         }
+        let mut book = self.lock();
         let key = (flow.to_string(), sp.clone());
         let Some(w) = book.watches.get_mut(&key) else {
             return false;
@@ -172,6 +187,9 @@ impl Orphans {
         if !inside || offset + 1 >= to {
             let w = book.watches.remove(&key).expect("found above");
             book.changes.push((flow.to_string(), sp.clone(), None));
+            self.0
+                .watching
+                .store(!book.watches.is_empty(), Ordering::SeqCst);
             if w.records > 0 {
                 let range = OrphanRange {
                     flow: flow.to_string(),
