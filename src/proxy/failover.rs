@@ -540,6 +540,9 @@ pub(crate) async fn switch(shared: &Arc<Shared>, previous: SwitchState, to: Clus
     };
     shared.failover.switched(next.epoch, &from);
     shared.switch.send_replace(next.clone());
+    if let Some(engine) = &shared.engine {
+        engine.set_active(to.as_str());
+    }
     tracing::info!(%from, %to, epoch = next.epoch, planned, took_ms = started.elapsed().as_millis() as u64, "switched active cluster");
     if !planned {
         if let Some(engine) = &shared.engine {

@@ -177,6 +177,9 @@ pub async fn start(
         engine,
         failover: failover::Tracker::default(),
     });
+    if let Some(engine) = &shared.engine {
+        engine.set_active(p.active.as_str());
+    }
     let bootstrap = listeners::bind_bootstrap(&shared).await?;
     tracing::info!(
         listen = %bootstrap,

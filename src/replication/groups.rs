@@ -187,6 +187,11 @@ pub async fn sync_loop(
             _ = tokio::time::sleep(interval) => {}
         }
         let Some(st) = st else { continue };
+        if flows.active().as_deref() == Some(st.cfg.target.as_str()) {
+            // Clients are on the target: its groups are theirs.
+            last.lock().unwrap_or_else(|e| e.into_inner()).at = Some(Instant::now());
+            continue;
+        }
         let reverse = flows.reverse_of(&st);
         match sync_once(&st, reverse.as_deref(), &mut src, &mut tgt).await {
             Ok(r) => *last.lock().unwrap_or_else(|e| e.into_inner()) = r,

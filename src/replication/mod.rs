@@ -38,16 +38,36 @@ use state::{FlowState, PartitionLag};
 /// Where a flow's state appears once the flow has started.
 pub type Slot = Arc<Mutex<Option<Arc<FlowState>>>>;
 
-/// Every running flow's state slot: translation looks up the flow in the
+/// Every running flow's state slot (translation looks up the flow in the
 /// other direction, since with flows both ways a cluster holds records of
-/// its own next to copies.
+/// its own next to copies), and the cluster clients are active on.
 #[derive(Clone, Default)]
-pub struct Registry(Arc<Mutex<Vec<Slot>>>);
+pub struct Registry(Arc<RegistryInner>);
+
+#[derive(Default)]
+struct RegistryInner {
+    slots: Mutex<Vec<Slot>>,
+    active: Mutex<Option<String>>,
+}
 
 impl Registry {
+    /// The cluster a co-located proxy sends clients to, if any.
+    pub fn active(&self) -> Option<String> {
+        self.0
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The started flow from `st`'s target to its source, if any.
     pub fn reverse_of(&self, st: &FlowState) -> Option<Arc<FlowState>> {
-        let slots = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let slots = self
+            .0
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         slots.iter().find_map(|slot| {
             let other = slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
             (other.cfg.source == st.cfg.target && other.cfg.target == st.cfg.source)
@@ -56,7 +76,7 @@ impl Registry {
     }
 
     fn set(&self, slots: Vec<Slot>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = slots;
+        *self.0.slots.lock().unwrap_or_else(|e| e.into_inner()) = slots;
     }
 }
 
@@ -223,6 +243,20 @@ impl Engine {
                 }
             })
             .collect()
+    }
+
+    /// Clients are now on `cluster` (set by a co-located proxy at start and
+    /// at every switch). The periodic group sync no longer writes to it:
+    /// its consumers commit there themselves, and a sync from the passive
+    /// side would only race them (tansu 0.6 even accepts a commit from
+    /// outside a group with members, and rebalances it).
+    pub fn set_active(&self, cluster: &str) {
+        *self
+            .flows
+            .0
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(cluster.to_string());
     }
 
     /// A disaster switch left `from` for `to`: records of `from` the flows
