@@ -87,25 +87,9 @@ impl GroupAdmin {
         producer_epoch: i16,
     ) -> Result<(), ClientError> {
         use kafka_protocol::messages::{EndTxnRequest, TransactionalId};
-        let addr = {
-            let (c, v) = self.conn(None).await?;
-            let ver = Self::version(v, ApiKey::FindCoordinator, 3);
-            let r = c
-                .send(
-                    &FindCoordinatorRequest::default()
-                        .with_key(s(transactional_id))
-                        .with_key_type(1),
-                    ver,
-                )
-                .await?;
-            if r.error_code != 0 {
-                return Err(self.err(format!(
-                    "FindCoordinator for a transaction: error code {}",
-                    r.error_code
-                )));
-            }
-            format!("{}:{}", r.host.as_str(), r.port)
-        };
+        let addr = self
+            .find_coordinator(transactional_id, 1, "transactional id")
+            .await?;
         let (c, v) = self.conn(Some(&addr)).await?;
         let ver = Self::version(v, ApiKey::EndTxn, 3);
         let req = EndTxnRequest::default()
@@ -161,14 +145,26 @@ impl GroupAdmin {
     }
 
     async fn coordinator(&mut self, group: &str) -> Result<String, ClientError> {
+        self.find_coordinator(group, 0, "group").await
+    }
+
+    /// The coordinator of `key`: a group (`key_type` 0) or a transactional
+    /// id (1).
+    async fn find_coordinator(
+        &mut self,
+        key: &str,
+        key_type: i8,
+        what: &str,
+    ) -> Result<String, ClientError> {
         let (c, v) = self.conn(None).await?;
         let ver = Self::version(v, ApiKey::FindCoordinator, 3);
-        let r = c
-            .send(&FindCoordinatorRequest::default().with_key(s(group)), ver)
-            .await?;
+        let req = FindCoordinatorRequest::default()
+            .with_key(s(key))
+            .with_key_type(key_type);
+        let r = c.send(&req, ver).await?;
         if r.error_code != 0 {
             return Err(self.err(format!(
-                "FindCoordinator for group {group}: error code {}",
+                "FindCoordinator for {what} {key}: error code {}",
                 r.error_code
             )));
         }
