@@ -92,8 +92,7 @@ def read_cluster(addr):
     (value, replicated) where `replicated` says the record carries kflip's
     `kflip-origin` header (a copy made by a flow, not a client's write)."""
     c = Consumer(direct(addr, **{"group.id": "demo-reader", "client.id": "demo-reader",
-                                 "enable.auto.commit": False,
-                                 "max.partition.fetch.bytes": 65536}))
+                                 "enable.auto.commit": False}))
     try:
         todo = {}
         for p in range(topic_partitions(addr)):
@@ -222,7 +221,6 @@ def consume():
         "enable.auto.commit": False, "auto.offset.reset": "earliest",
         "heartbeat.interval.ms": 500, "session.timeout.ms": 6000,
         "fetch.wait.max.ms": 10,
-        "max.partition.fetch.bytes": 65536,  # tansu builds big fetch responses slowly
         "error_cb": lambda e: consumer_notes.append(e.str()),
     })
     c.subscribe([TOPIC], on_assign=assigned, on_revoke=revoked)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# kflip's main job on an embedded default: two local Kafka clusters (tansu),
+# kflip's main job on an embedded default: two local Apache Kafka 4.4
+# clusters (single-node KRaft, from Maven Central),
 # `kflip run` in front of them (the proxy, plus replication flows dc1->dc2
 # and dc2->dc1), an idempotent producer and a group consumer running through
 # kflip, and a planned failover to dc2 and failback to dc1 while they run,
@@ -8,7 +9,8 @@
 # duplicated or failed.
 #
 # Installs what it needs on first run (cached). Ports can be overridden
-# (kflip's virtual broker listens on PROXY_PORT+1):
+# (each broker's KRaft controller listens on its port+1, and kflip's virtual
+# broker on PROXY_PORT+1):
 #   DC1_PORT=19092 DC2_PORT=29092 PROXY_PORT=9092 ./scripts/demo.sh
 # KFLIP_DEMO_KEEP=1 keeps the work directory (configs and logs) afterwards.
 set -euo pipefail
@@ -18,13 +20,14 @@ DC2_PORT="${DC2_PORT:-29092}"
 PROXY_PORT="${PROXY_PORT:-9092}"
 
 ./scripts/install-deps.sh
-tansu="$(./scripts/install-tansu.sh)"
 echo "building kflip (release)..." >&2
 cargo build --release --quiet --locked
 kflip="${CARGO_TARGET_DIR:-target}/release/kflip"
 
 # A port already in use would make the demo talk to someone else's broker.
-for use in "$DC1_PORT dc1 (DC1_PORT)" "$DC2_PORT dc2 (DC2_PORT)" "$PROXY_PORT kflip (PROXY_PORT)" \
+for use in "$DC1_PORT dc1 (DC1_PORT)" "$((DC1_PORT + 1)) dc1's controller (DC1_PORT+1)" \
+           "$DC2_PORT dc2 (DC2_PORT)" "$((DC2_PORT + 1)) dc2's controller (DC2_PORT+1)" \
+           "$PROXY_PORT kflip (PROXY_PORT)" \
            "$((PROXY_PORT + 1)) kflip's virtual broker (PROXY_PORT+1)"; do
   port="${use%% *}"
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -47,16 +50,13 @@ trap cleanup EXIT
 
 for dc in dc1 dc2; do
   port=$DC1_PORT; [ "$dc" = dc2 ] && port=$DC2_PORT
-  mkdir -p "$work/$dc"
-  (cd "$work/$dc" && RUST_LOG=warn exec "$tansu" broker --cluster-id "$dc" \
-     --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-     --storage-engine "sqlite://$dc.db" >"$work/$dc/broker.log" 2>&1) &
+  ./scripts/kafka-broker.sh "$port" "$work/$dc" >"$work/$dc.log" 2>&1 &
   pids+=($!)
 done
 
-# Until a broker listens (tansu takes a few seconds on first start).
+# Until a broker listens (Apache Kafka takes a few seconds to start).
 wait_port() {
-  for _ in $(seq 300); do
+  for _ in $(seq 600); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done
@@ -64,8 +64,8 @@ wait_port() {
   tail -n 20 "$3" >&2
   exit 1
 }
-wait_port "$DC1_PORT" dc1 "$work/dc1/broker.log"
-wait_port "$DC2_PORT" dc2 "$work/dc2/broker.log"
+wait_port "$DC1_PORT" dc1 "$work/dc1.log"
+wait_port "$DC2_PORT" dc2 "$work/dc2.log"
 
 # The flows copy topic `demo` both ways; the fast knobs keep the demo short.
 fast="discovery_interval: 500ms, group_sync_interval: 500ms, config_sync_interval: 1s, checkpoint_interval: 200ms, fetch_partition_bytes: 65536, fetch_wait: 10ms"

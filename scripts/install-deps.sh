@@ -35,5 +35,14 @@ if [ ! -f "$repo/tests/clients/node_modules/kafkajs/package.json" ]; then
   npm ci --no-audit --no-fund --prefix "$repo/tests/clients" >&2
 fi
 
-# The tansu broker (built once from crates.io, ~8 minutes on 2 cores).
+# The Apache Kafka 4.4 broker (jars from Maven Central), the default broker.
+"$here/install-kafka.sh" >/dev/null
+
+# The Java client (kafka-clients 4.4, built with Maven) and the Go client
+# (franz-go, built with the Go toolchain) that the tests run as subprocesses.
+"$here/install-java-clients.sh" >/dev/null
+"$here/install-go-clients.sh" >/dev/null
+
+# The tansu broker (built once from crates.io, ~8 minutes on 2 cores), the
+# second broker for a named set of tests.
 "$here/install-tansu.sh" >/dev/null

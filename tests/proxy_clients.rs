@@ -82,6 +82,48 @@ fn python_roundtrip(lib: &str) {
     assert_eq!(clients::values(&b.addr(), &topic).len(), 400);
 }
 
+/// A client subprocess's roundtrip (the `roundtrip.py` steps) through kflip.
+fn client_roundtrip(lib: &str, cmd: std::process::Command, args: &[&str]) {
+    let (b, k) = one_cluster();
+    let topic = format!("t-{lib}");
+    create_topic(&b.addr(), &topic, 2);
+    let mut cmd = cmd;
+    cmd.args(["roundtrip", &k.addr(), &topic, &format!("g-{lib}"), "200"])
+        .args(args);
+    let run = clients::run(cmd);
+    assert!(
+        run.ok,
+        "{lib} through kflip failed:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(run.stdout.contains("\"ok\": true"), "{}", run.stdout);
+    assert_eq!(clients::values(&b.addr(), &topic).len(), 400);
+}
+
+#[test]
+fn java_roundtrip_classic_group() {
+    client_roundtrip("java", clients::java_client(), &[]);
+}
+
+/// KIP-848: `group.protocol=consumer`, through ConsumerGroupHeartbeat and
+/// kflip's virtual topic ids.
+#[test]
+fn java_roundtrip_consumer_group_protocol() {
+    if !support::require_kafka("java_roundtrip_consumer_group_protocol") {
+        return;
+    }
+    client_roundtrip(
+        "java-848",
+        clients::java_client(),
+        &["--group-protocol", "consumer"],
+    );
+}
+
+#[test]
+fn franz_go_roundtrip() {
+    client_roundtrip("franz-go", clients::go_client(), &[]);
+}
+
 #[test]
 fn confluent_kafka_python_roundtrip() {
     python_roundtrip("confluent");

@@ -227,7 +227,10 @@ fn white_paper_group_resumes_on_dc2_exactly_where_it_left_dc1() {
             .expect("provenance header");
         let text = String::from_utf8_lossy(&origin.1);
         assert!(
-            text.starts_with(&format!("dc1/orders/{}/{}/", s.partition, s.offset)),
+            text.starts_with(&format!(
+                "{}/orders/{}/{}/",
+                dcs.dc1.cluster_id, s.partition, s.offset
+            )),
             "{text}"
         );
     }
@@ -347,7 +350,9 @@ fn rename_discovery_and_config_sync() {
         .iter()
         .find(|(k, _)| k == "kflip-origin")
         .unwrap();
-    assert!(String::from_utf8_lossy(&origin.1).starts_with("dc1/pay.eu/"));
+    assert!(
+        String::from_utf8_lossy(&origin.1).starts_with(&format!("{}/pay.eu/", dcs.dc1.cluster_id))
+    );
     assert_eq!(
         count(&dcs.dc2.addr(), "pay.tmp.replica"),
         0,
@@ -408,12 +413,15 @@ fn kill_9_and_restart_loses_nothing_and_duplicates_nothing() {
 }
 
 /// tansu 0.6 has no CreatePartitions and does not report or alter topic
-/// configs, so partition increases and config changes cannot be followed
-/// against it; `topics::wanted_configs` and `replication_factor` are unit
-/// tested, and here the engine must at least say loudly that the target
-/// cannot take the source's partition count.
+/// configs: against it the engine must at least say loudly that the target
+/// cannot take the source's partition count. (On Apache Kafka the target
+/// grows instead: `topic_configs_partitions_and_durability_follow_the_source`.)
 #[test]
 fn partition_mismatch_the_target_cannot_fix_is_reported() {
+    if support::kind() != support::Kind::Tansu {
+        eprintln!("tansu only: Apache Kafka grows the target's partitions");
+        return;
+    }
     let dcs = TwoClusters::start();
     create_topic(&dcs.dc1.addr(), "grow", 3);
     create_topic(&dcs.dc2.addr(), "grow", 1);
@@ -424,6 +432,81 @@ fn partition_mismatch_the_target_cannot_fix_is_reported() {
     k.wait_log(
         "3 partitions on the source but 1 on the target",
         Duration::from_secs(30),
+    );
+}
+
+/// On Apache Kafka: a created target topic gets the source's partition
+/// count and config overrides; config changes and partition increases on
+/// the source follow (CreatePartitions, IncrementalAlterConfigs); a target
+/// topic's higher `min.insync.replicas` is never lowered to the source's;
+/// and a replication factor the target cannot hold is refused loudly
+/// instead of weakened.
+#[test]
+fn topic_configs_partitions_and_durability_follow_the_source() {
+    if !support::require_kafka("topic_configs_partitions_and_durability_follow_the_source") {
+        return;
+    }
+    let dcs = TwoClusters::start();
+    let (dc1, dc2) = (dcs.dc1.addr(), dcs.dc2.addr());
+    clients::create_topic_with(
+        &dc1,
+        "cfg.a",
+        2,
+        1,
+        &[("retention.ms", "3600000"), ("cleanup.policy", "delete")],
+    );
+    clients::create_topic_with(&dc1, "cfg.isr", 1, 1, &[("min.insync.replicas", "1")]);
+    clients::create_topic_with(&dc2, "cfg.isr", 1, 1, &[("min.insync.replicas", "2")]);
+    let k = Kflip::replicate(&flows(
+        &dcs,
+        &format!("    - {{ source: dc1, target: dc2, topics: [\"cfg\\\\..*\"], {FAST} }}\n"),
+    ));
+    produce(&dc1, "cfg.a", "a", 40, 2);
+    wait_for(
+        "cfg.a copied with its configs",
+        Duration::from_secs(60),
+        || {
+            let c = clients::topic_configs(&dc2, "cfg.a");
+            (c.get("retention.ms").map(String::as_str) == Some("3600000")
+                && clients::partitions(&dc2, "cfg.a") == 2
+                && count(&dc2, "cfg.a") >= 40)
+                .then_some(())
+        },
+    );
+
+    k.wait_log("topic=cfg.isr", Duration::from_secs(30));
+
+    // The source changes: a config and the partition count.
+    clients::alter_topic_config(&dc1, "cfg.a", "retention.ms", "7200000");
+    clients::add_partitions(&dc1, "cfg.a", 4);
+    produce(&dc1, "cfg.a", "b", 80, 4);
+    wait_for(
+        "the config change and the new partitions followed",
+        Duration::from_secs(60),
+        || {
+            let c = clients::topic_configs(&dc2, "cfg.a");
+            (c.get("retention.ms").map(String::as_str) == Some("7200000")
+                && clients::partitions(&dc2, "cfg.a") == 4
+                && count(&dc2, "cfg.a") >= 120)
+                .then_some(())
+        },
+    );
+    let copied = read(&dc2, "cfg.a");
+    assert_eq!(copied.len(), 120, "every record once");
+    assert_eq!(
+        copied.iter().map(|r| r.partition).max(),
+        Some(3),
+        "records of the new partitions keep their partition"
+    );
+
+    // The config sync that carried retention.ms also went over cfg.isr:
+    // min.insync.replicas is never lowered on the target.
+    assert_eq!(
+        clients::topic_configs(&dc2, "cfg.isr")
+            .get("min.insync.replicas")
+            .map(String::as_str),
+        Some("2"),
+        "the target's min.insync.replicas was lowered"
     );
 }
 

@@ -285,7 +285,40 @@ impl GroupAdmin {
     /// Removes `member` from `group` (a member kflip fenced after a switch
     /// and that will never come back to this cluster), so the group does
     /// not wait for its session to expire.
-    pub async fn leave(&mut self, group: &str, member: &str) -> Result<(), ClientError> {
+    pub async fn leave(
+        &mut self,
+        group: &str,
+        member: &str,
+        protocol: Protocol,
+    ) -> Result<(), ClientError> {
+        match protocol {
+            Protocol::Classic => self.leave_classic(group, member).await,
+            Protocol::Consumer => self.leave_consumer(group, member).await,
+        }
+    }
+
+    /// A KIP-848 member leaves with a heartbeat at member epoch -1.
+    async fn leave_consumer(&mut self, group: &str, member: &str) -> Result<(), ClientError> {
+        use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+        let addr = self.coordinator(group).await?;
+        let (c, v) = self.conn(Some(&addr)).await?;
+        let ver = Self::version(v, ApiKey::ConsumerGroupHeartbeat, 1);
+        let req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_id(s(member))
+            .with_member_epoch(-1);
+        let r = c.send(&req, ver).await?;
+        // UNKNOWN_MEMBER_ID: already gone.
+        if r.error_code != 0 && r.error_code != 25 {
+            return Err(self.err(format!(
+                "ConsumerGroupHeartbeat leave for group {group}: error code {}",
+                r.error_code
+            )));
+        }
+        Ok(())
+    }
+
+    async fn leave_classic(&mut self, group: &str, member: &str) -> Result<(), ClientError> {
         use kafka_protocol::messages::leave_group_request::MemberIdentity;
         use kafka_protocol::messages::LeaveGroupRequest;
         let addr = self.coordinator(group).await?;
@@ -306,4 +339,13 @@ impl GroupAdmin {
         }
         Ok(())
     }
+}
+
+/// Which group protocol a member speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// JoinGroup/SyncGroup/Heartbeat.
+    Classic,
+    /// KIP-848 ConsumerGroupHeartbeat.
+    Consumer,
 }

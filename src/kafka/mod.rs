@@ -196,6 +196,30 @@ impl KafkaConn {
     }
 }
 
+impl KafkaConn {
+    /// Every topic's name and id (Metadata v10+ for all topics; v12 at
+    /// most, as kflip's codec and every broker kflip serves speak it).
+    pub async fn topic_ids(&mut self) -> Result<Vec<(String, uuid::Uuid)>, ClientError> {
+        let versions = self.api_versions().await?;
+        let range = versions
+            .get(&(ApiKey::Metadata as i16))
+            .copied()
+            .unwrap_or(VersionRange { min: 0, max: 0 });
+        if range.max < 10 {
+            return Ok(Vec::new());
+        }
+        let req = MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false);
+        let resp = self.send(&req, range.max.min(12)).await?;
+        Ok(resp
+            .topics
+            .into_iter()
+            .filter_map(|t| Some((t.name?.0.to_string(), t.topic_id)))
+            .collect())
+    }
+}
+
 /// A request with `R::KEY` as an [`ApiKey`], for log messages.
 pub fn api_name(key: i16) -> String {
     match ApiKey::try_from(key) {

@@ -40,6 +40,12 @@ impl Frame {
         &self.0[4..]
     }
 
+    /// The frame without its length prefix, to patch fixed-size fields in
+    /// place.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.0[4..]
+    }
+
     /// Builds a frame from a payload.
     pub fn from_payload(payload: &[u8]) -> Frame {
         let mut buf = BytesMut::with_capacity(payload.len() + 4);

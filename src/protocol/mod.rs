@@ -2,6 +2,7 @@
 //! the API policy and versions, and the response rewrite filters.
 
 pub mod api_versions;
+pub mod consumer_group;
 pub mod failover;
 pub mod fetch;
 pub mod frame;

@@ -14,9 +14,15 @@
 //! - the cluster id becomes kflip's constant one;
 //! - leader epochs become -1 ("unknown"): the two clusters' epochs are
 //!   unrelated, and an epoch that goes backwards across a switch makes
-//!   clients ignore fresh metadata (KAFKA-12257);
-//! - topic ids become the nil id, since they differ between clusters; kflip
-//!   caps Fetch and Produce below the versions that address topics by id.
+//!   clients ignore fresh metadata (KAFKA-12257); committed offsets
+//!   (OffsetFetch) lose theirs too, or a client validates its position
+//!   against an epoch of the other cluster (KIP-320);
+//! - topic ids become kflip's virtual ids ([`crate::routing::topic_ids`]),
+//!   one per topic name on every cluster, so a switch never changes the id
+//!   a client knows a topic by; KIP-848 assignments (ConsumerGroupHeartbeat,
+//!   ConsumerGroupDescribe) are mapped the same way. kflip caps Fetch,
+//!   Produce, OffsetCommit and OffsetFetch below the versions that address
+//!   topics by id.
 //!
 //! Trust boundary: responses come from the configured brokers. The generated
 //! codec sizes arrays from their length prefix, so a broker that sent a
@@ -26,8 +32,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeClusterResponse, DescribeTopicPartitionsResponse,
-    FindCoordinatorResponse, MetadataResponse, ProduceResponse, ResponseHeader,
+    ApiKey, BrokerId, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse,
+    DescribeClusterResponse, DescribeTopicPartitionsResponse, FindCoordinatorResponse,
+    MetadataResponse, OffsetFetchResponse, ProduceResponse, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use uuid::Uuid;
@@ -51,6 +58,16 @@ pub trait NodeMap {
     fn endpoint(&self, real: i32) -> (StrBytes, i32);
     /// The cluster id clients see.
     fn cluster_id(&self) -> StrBytes;
+    /// The topic id clients see for topic `name`, which the upstream
+    /// calls `real`.
+    fn topic_id(&self, name: &str, _real: Uuid) -> Uuid {
+        crate::routing::topic_ids::virtual_topic_id(name)
+    }
+    /// The topic id clients see for the upstream's `real` id, if kflip
+    /// knows which topic that is.
+    fn topic_id_of_real(&self, _real: Uuid) -> Option<Uuid> {
+        None
+    }
 }
 
 /// Why a response could not be rewritten.
@@ -78,6 +95,12 @@ pub enum Body {
     DescribeTopicPartitions(DescribeTopicPartitionsResponse),
     /// Produce (KIP-951 leader hints).
     Produce(ProduceResponse),
+    /// ConsumerGroupHeartbeat (KIP-848): the assignment's topic ids.
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
+    /// ConsumerGroupDescribe (KIP-848): the members' topic ids.
+    ConsumerGroupDescribe(ConsumerGroupDescribeResponse),
+    /// OffsetFetch: committed leader epochs.
+    OffsetFetch(OffsetFetchResponse),
 }
 
 /// A response frame decoded for rewriting.
@@ -119,6 +142,15 @@ impl Rewritable {
                 Body::DescribeTopicPartitions(Decodable::decode(&mut buf, version).map_err(err)?)
             }
             ApiKey::Produce => Body::Produce(Decodable::decode(&mut buf, version).map_err(err)?),
+            ApiKey::ConsumerGroupHeartbeat => {
+                Body::ConsumerGroupHeartbeat(Decodable::decode(&mut buf, version).map_err(err)?)
+            }
+            ApiKey::ConsumerGroupDescribe => {
+                Body::ConsumerGroupDescribe(Decodable::decode(&mut buf, version).map_err(err)?)
+            }
+            ApiKey::OffsetFetch => {
+                Body::OffsetFetch(Decodable::decode(&mut buf, version).map_err(err)?)
+            }
             _ => return Ok(None),
         };
         // Bytes past the body are fields of a later schema or padding that
@@ -177,7 +209,24 @@ impl Rewritable {
                 .iter()
                 .map(|n| a(n.node_id.0, &n.host, n.port))
                 .collect(),
-            Body::DescribeTopicPartitions(_) => Vec::new(),
+            Body::DescribeTopicPartitions(_)
+            | Body::ConsumerGroupHeartbeat(_)
+            | Body::ConsumerGroupDescribe(_)
+            | Body::OffsetFetch(_) => Vec::new(),
+        }
+    }
+
+    /// The upstream topic ids the response names without their topic name
+    /// (a KIP-848 assignment), so the caller can learn what they are before
+    /// [`Rewritable::rewrite`] maps them.
+    pub fn unnamed_topic_ids(&self) -> Vec<Uuid> {
+        match &self.body {
+            Body::ConsumerGroupHeartbeat(m) => m
+                .assignment
+                .iter()
+                .flat_map(|a| a.topic_partitions.iter().map(|t| t.topic_id))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -198,7 +247,10 @@ impl Rewritable {
                 }
                 m.controller_id.0 = map.node(m.controller_id.0);
                 for t in &mut m.topics {
-                    t.topic_id = Uuid::nil();
+                    t.topic_id = match &t.name {
+                        Some(name) => map.topic_id(name.as_str(), t.topic_id),
+                        None => Uuid::nil(),
+                    };
                     for p in &mut t.partitions {
                         p.leader_id.0 = map.node(p.leader_id.0);
                         p.leader_epoch = -1;
@@ -240,7 +292,10 @@ impl Rewritable {
             }
             Body::DescribeTopicPartitions(m) => {
                 for t in &mut m.topics {
-                    t.topic_id = Uuid::nil();
+                    t.topic_id = match &t.name {
+                        Some(name) => map.topic_id(name.as_str(), t.topic_id),
+                        None => Uuid::nil(),
+                    };
                     for p in &mut t.partitions {
                         p.leader_id.0 = map.node(p.leader_id.0);
                         p.leader_epoch = -1;
@@ -275,6 +330,68 @@ impl Rewritable {
                 }
                 changed
             }
+            Body::ConsumerGroupHeartbeat(m) => {
+                let Some(a) = m.assignment.as_mut() else {
+                    return false;
+                };
+                // A topic kflip cannot name (deleted since the assignment
+                // was made) is left out: the client could not resolve the
+                // upstream's id, and must never be shown one.
+                a.topic_partitions.retain_mut(|t| match map.topic_id_of_real(t.topic_id) {
+                    Some(v) => {
+                        t.topic_id = v;
+                        true
+                    }
+                    None => {
+                        tracing::warn!(topic_id = %t.topic_id, "assignment of a topic kflip does not know left out");
+                        false
+                    }
+                });
+                true
+            }
+            Body::OffsetFetch(m) => {
+                // A committed offset's leader epoch is that of the cluster
+                // the record was read from, perhaps the other one. Handed
+                // back, it makes librdkafka validate its position with
+                // OffsetForLeaderEpoch against a cluster that never had
+                // that epoch, and stall (seen on Apache Kafka after a
+                // failback). Unknown (-1) skips the validation.
+                let mut changed = false;
+                let epochs = m
+                    .topics
+                    .iter_mut()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter_mut()
+                            .map(|p| &mut p.committed_leader_epoch)
+                    })
+                    .chain(m.groups.iter_mut().flat_map(|g| {
+                        g.topics.iter_mut().flat_map(|t| {
+                            t.partitions
+                                .iter_mut()
+                                .map(|p| &mut p.committed_leader_epoch)
+                        })
+                    }));
+                for e in epochs {
+                    if *e != -1 {
+                        *e = -1;
+                        changed = true;
+                    }
+                }
+                changed
+            }
+            Body::ConsumerGroupDescribe(m) => {
+                for g in &mut m.groups {
+                    for member in &mut g.members {
+                        for a in [&mut member.assignment, &mut member.target_assignment] {
+                            for t in &mut a.topic_partitions {
+                                t.topic_id = map.topic_id(t.topic_name.as_str(), t.topic_id);
+                            }
+                        }
+                    }
+                }
+                true
+            }
         }
     }
 
@@ -297,6 +414,9 @@ impl Rewritable {
             Body::DescribeCluster(m) => m.encode(&mut buf, version),
             Body::DescribeTopicPartitions(m) => m.encode(&mut buf, version),
             Body::Produce(m) => m.encode(&mut buf, version),
+            Body::ConsumerGroupHeartbeat(m) => m.encode(&mut buf, version),
+            Body::ConsumerGroupDescribe(m) => m.encode(&mut buf, version),
+            Body::OffsetFetch(m) => m.encode(&mut buf, version),
         }
         .map_err(err)?;
         let len = (buf.len() - 4) as i32;

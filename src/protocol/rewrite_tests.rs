@@ -147,7 +147,15 @@ fn metadata_every_version() {
         assert_eq!(p.replica_nodes, [BrokerId(1), BrokerId(2)]);
         assert_eq!(p.isr_nodes, [BrokerId(1)]);
         assert_eq!(p.leader_epoch, -1);
-        assert!(m.topics[0].topic_id.is_nil());
+        if v >= 10 {
+            // The upstream's id never reaches the client: kflip's virtual
+            // id for the name does, the same on every cluster.
+            let name = m.topics[0].name.as_ref().unwrap().as_str();
+            assert_eq!(
+                m.topics[0].topic_id,
+                crate::routing::topic_ids::virtual_topic_id(name)
+            );
+        }
         if v >= 5 {
             assert_eq!(p.offline_replicas, [BrokerId(2)]);
         }
@@ -430,5 +438,110 @@ async fn fetch_garbage_is_an_error_not_a_panic() {
         for v in [4, 11, 12, 16] {
             let _ = stream(&f, v, &Fake).await;
         }
+    }
+}
+
+/// Knows one upstream topic id: 0xabc is "orders".
+struct WithTopics;
+
+impl NodeMap for WithTopics {
+    fn node(&self, real: i32) -> i32 {
+        Fake.node(real)
+    }
+    fn endpoint(&self, real: i32) -> (StrBytes, i32) {
+        Fake.endpoint(real)
+    }
+    fn cluster_id(&self) -> StrBytes {
+        Fake.cluster_id()
+    }
+    fn topic_id_of_real(&self, real: Uuid) -> Option<Uuid> {
+        (real == Uuid::from_u128(0xabc))
+            .then(|| crate::routing::topic_ids::virtual_topic_id("orders"))
+    }
+}
+
+#[test]
+fn consumer_group_heartbeat_assignments_carry_virtual_topic_ids() {
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{
+        Assignment, TopicPartitions,
+    };
+    use kafka_protocol::messages::ConsumerGroupHeartbeatResponse;
+    for v in 0..=1 {
+        let body = ConsumerGroupHeartbeatResponse::default()
+            .with_member_id(Some(s("m1")))
+            .with_member_epoch(3)
+            .with_assignment(Some(Assignment::default().with_topic_partitions(vec![
+                TopicPartitions::default()
+                    .with_topic_id(Uuid::from_u128(0xabc))
+                    .with_partitions(vec![0, 2]),
+                // Unknown to kflip: left out rather than shown.
+                TopicPartitions::default()
+                    .with_topic_id(Uuid::from_u128(0xdef))
+                    .with_partitions(vec![1]),
+            ])));
+        let payload = frame(ApiKey::ConsumerGroupHeartbeat, v, &body);
+        let mut r = Rewritable::decode(ApiKey::ConsumerGroupHeartbeat, v, payload)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.unnamed_topic_ids().len(), 2);
+        assert!(r.rewrite(&WithTopics));
+        let out = r.encode().unwrap().freeze();
+        let mut b = out.slice(4..);
+        ResponseHeader::decode(
+            &mut b,
+            ApiKey::ConsumerGroupHeartbeat.response_header_version(v),
+        )
+        .unwrap();
+        let back = ConsumerGroupHeartbeatResponse::decode(&mut b, v).unwrap();
+        let a = back.assignment.unwrap();
+        assert_eq!(a.topic_partitions.len(), 1);
+        assert_eq!(
+            a.topic_partitions[0].topic_id,
+            crate::routing::topic_ids::virtual_topic_id("orders")
+        );
+        assert_eq!(a.topic_partitions[0].partitions, [0, 2]);
+    }
+}
+
+#[test]
+fn offset_fetch_hides_committed_leader_epochs() {
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetFetchResponse};
+    for v in 5..=9 {
+        let body = if v < 8 {
+            OffsetFetchResponse::default().with_topics(vec![OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![OffsetFetchResponsePartition::default()
+                    .with_committed_offset(42)
+                    .with_committed_leader_epoch(7)])])
+        } else {
+            OffsetFetchResponse::default().with_groups(vec![OffsetFetchResponseGroup::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(vec![OffsetFetchResponseTopics::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![OffsetFetchResponsePartitions::default()
+                        .with_committed_offset(42)
+                        .with_committed_leader_epoch(7)])])])
+        };
+        let payload = frame(ApiKey::OffsetFetch, v, &body);
+        let mut r = Rewritable::decode(ApiKey::OffsetFetch, v, payload)
+            .unwrap()
+            .unwrap();
+        assert!(r.rewrite(&Fake), "v{v}");
+        let out = r.encode().unwrap().freeze();
+        let mut b = out.slice(4..);
+        ResponseHeader::decode(&mut b, ApiKey::OffsetFetch.response_header_version(v)).unwrap();
+        let back = OffsetFetchResponse::decode(&mut b, v).unwrap();
+        let (offset, epoch) = if v < 8 {
+            let p = &back.topics[0].partitions[0];
+            (p.committed_offset, p.committed_leader_epoch)
+        } else {
+            let p = &back.groups[0].topics[0].partitions[0];
+            (p.committed_offset, p.committed_leader_epoch)
+        };
+        assert_eq!((offset, epoch), (42, -1), "v{v}");
     }
 }

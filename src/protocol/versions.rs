@@ -42,8 +42,14 @@ pub fn policy(key: ApiKey) -> Option<(Handling, i16)> {
         Metadata | FindCoordinator | DescribeCluster | DescribeTopicPartitions => {
             (Rewrite, codec_max)
         }
+        // KIP-848 consumer groups: assignments name topics by id, which
+        // kflip maps onto its virtual topic ids both ways.
+        ConsumerGroupHeartbeat | ConsumerGroupDescribe => (Rewrite, codec_max),
+        // v6 deletes topics by id; names mean the same on both clusters.
+        DeleteTopics => (Pass, 5),
         // OffsetCommit/OffsetFetch v10 address topics by id (KIP-848).
-        OffsetCommit | OffsetFetch => (Pass, 9),
+        OffsetCommit => (Pass, 9),
+        OffsetFetch => (Rewrite, 9),
         ListOffsets
         | JoinGroup
         | Heartbeat
@@ -54,7 +60,6 @@ pub fn policy(key: ApiKey) -> Option<(Handling, i16)> {
         | SaslHandshake
         | SaslAuthenticate
         | CreateTopics
-        | DeleteTopics
         | DeleteRecords
         | InitProducerId
         | OffsetForLeaderEpoch
@@ -87,8 +92,9 @@ pub fn policy(key: ApiKey) -> Option<(Handling, i16)> {
         | GetTelemetrySubscriptions
         | PushTelemetry
         | ListConfigResources => (Pass, codec_max),
-        // Refused: inter-broker and controller APIs; KIP-848 and share groups
-        // (topic ids and node endpoints kflip does not translate yet);
+        // Refused: inter-broker and controller APIs; share groups and
+        // streams groups (topic ids and node endpoints kflip does not
+        // translate yet);
         // reassignment and quorum APIs that name real node ids.
         _ => return None,
     };
@@ -168,7 +174,7 @@ mod tests {
             ApiKey::BrokerRegistration,
             ApiKey::DescribeQuorum,
             ApiKey::ShareFetch,
-            ApiKey::ConsumerGroupHeartbeat,
+            ApiKey::ShareGroupHeartbeat,
             ApiKey::ListPartitionReassignments,
             ApiKey::WriteTxnMarkers,
         ] {

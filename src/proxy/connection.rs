@@ -144,10 +144,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         upstream::ensure_discovered(&shared, &cluster, kind).await;
         let upstream = match connect(&shared, &cluster, kind, cfg.connect_timeout).await {
             Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(%cluster, error = %e, "closing client: no upstream broker reachable");
-                return;
-            }
+            Err(e) => match hold_unreachable(&shared, &state, kind, &cfg).await {
+                Held::Connected(u) => u,
+                Held::Switched(next) => {
+                    state = next;
+                    continue;
+                }
+                Held::GaveUp => {
+                    tracing::warn!(%cluster, error = %e, "closing client: no upstream broker reachable");
+                    return;
+                }
+            },
         };
         if first {
             tracing::debug!(%cluster, epoch = state.epoch, "connection open");
@@ -172,6 +179,53 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         }
     }
     tracing::debug!("connection closed");
+}
+
+/// How a connection waiting for an unreachable cluster ended.
+enum Held {
+    /// The cluster answered.
+    Connected(TcpStream),
+    /// The active cluster changed (a disaster switch): try the new one.
+    Switched(SwitchState),
+    /// Neither within the bound, or shutdown.
+    GaveUp,
+}
+
+/// A client connected while the active cluster does not answer (the
+/// moments of a disaster before the operator flips): it is held, and the
+/// connect retried, until the cluster answers, a switch names another
+/// one, or 10x `proxy.connect_timeout` (at most 30 s) passed. Closing at
+/// once would end the connection before its first response, which some
+/// clients take for a broker that wants TLS and do not retry (franz-go
+/// fails the producer's records); a real broker that is down refuses the
+/// connect instead.
+async fn hold_unreachable(
+    shared: &Shared,
+    state: &SwitchState,
+    kind: ListenerKind,
+    cfg: &ProxyConfig,
+) -> Held {
+    // Subscribe before looking at the state, so no switch is missed.
+    let mut switches = shared.switch.subscribe();
+    let bound = (cfg.connect_timeout * 10).min(Duration::from_secs(30));
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let now = switches.borrow_and_update().clone();
+        if now.epoch != state.epoch {
+            return Held::Switched(now);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Held::GaveUp;
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return Held::GaveUp,
+            _ = switches.changed() => continue,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if let Ok(u) = connect(shared, &state.active, kind, cfg.connect_timeout).await {
+            return Held::Connected(u);
+        }
+    }
 }
 
 /// Runs one upstream session: both loops until the client closes, an error,
@@ -537,11 +591,38 @@ async fn rewrite(ctx: &Ctx, api: ApiKey, version: i16, frame: Bytes) -> Result<B
             }
         }
     }
+    let unknown = msg
+        .unnamed_topic_ids()
+        .into_iter()
+        .any(|id| ctx.shared.topic_ids.virtual_of(&ctx.cluster, id).is_none());
+    if unknown {
+        learn_topic_ids(&ctx.shared, &ctx.cluster).await;
+    }
     let map = ConnMap::new(ctx);
     if !msg.rewrite(&map) {
         return Ok(frame);
     }
     Ok(msg.encode().map_err(|e| e.to_string())?.freeze())
+}
+
+/// Learns every topic id of `cluster` (one Metadata request for all
+/// topics), for a KIP-848 assignment or an owned partition that names a
+/// topic kflip has not seen in a Metadata response yet.
+pub(super) async fn learn_topic_ids(shared: &Shared, cluster: &ClusterName) {
+    let boot = super::failover::bootstrap(shared, cluster);
+    let timeout = shared.proxy_config().connect_timeout;
+    let topics = match crate::kafka::KafkaConn::connect_any(&boot, timeout).await {
+        Ok(mut conn) => conn.topic_ids().await,
+        Err(e) => Err(e),
+    };
+    match topics {
+        Ok(topics) => {
+            for (name, id) in topics {
+                shared.topic_ids.learn(cluster, &name, id);
+            }
+        }
+        Err(e) => tracing::warn!(%cluster, error = %e, "cannot learn the cluster's topic ids"),
+    }
 }
 
 /// Maps one cluster's node ids onto kflip's virtual brokers.
@@ -598,5 +679,19 @@ impl NodeMap for ConnMap<'_> {
 
     fn cluster_id(&self) -> StrBytes {
         StrBytes::from_string(self.ctx.cfg.cluster_id.clone())
+    }
+
+    fn topic_id(&self, name: &str, real: uuid::Uuid) -> uuid::Uuid {
+        self.ctx
+            .shared
+            .topic_ids
+            .learn(&self.ctx.cluster, name, real)
+    }
+
+    fn topic_id_of_real(&self, real: uuid::Uuid) -> Option<uuid::Uuid> {
+        self.ctx
+            .shared
+            .topic_ids
+            .virtual_of(&self.ctx.cluster, real)
     }
 }

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::{Shared, SwitchState};
 use crate::config::ClusterName;
+use crate::kafka::groups::Protocol;
 use crate::kafka::KafkaConn;
 
 /// How long after a switch fetches of not-yet-rejoined members are held.
@@ -91,7 +92,7 @@ struct Inner {
     /// Fenced members whose cluster did not answer the LeaveGroup (it was
     /// down): (cluster, group, member), removed when kflip next switches
     /// to that cluster.
-    pending_leaves: Vec<(ClusterName, String, String)>,
+    pending_leaves: Vec<(ClusterName, String, String, Protocol)>,
     /// (cluster, topic, partition) -> log ends the cluster acknowledged to
     /// producers, oldest first, with when (unix ms): what a disaster's RPO
     /// report knows beyond what the engine has read.
@@ -162,6 +163,43 @@ impl Tracker {
             .or_default()
             .insert(group.to_string(), epoch);
         false
+    }
+
+    /// A KIP-848 heartbeat from `member` of `group` with `member_epoch`
+    /// arrived from `key` on a connection of switch epoch `epoch`. Returns
+    /// whether the member is from before the switch and must be fenced.
+    /// Members keep their id when they rejoin (KIP-1082), so a join (epoch
+    /// 0) starts the member afresh in this epoch.
+    pub(crate) fn consumer_heartbeat(
+        &self,
+        key: &ClientKey,
+        group: &str,
+        member: &str,
+        member_epoch: i32,
+        epoch: u64,
+    ) -> bool {
+        if member.is_empty() {
+            return false;
+        }
+        match member_epoch {
+            0 => {
+                let mut inner = self.lock();
+                prune(&mut inner.members, epoch);
+                inner.members.insert(member.to_string(), epoch);
+                inner
+                    .consumers
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(group.to_string(), epoch);
+                false
+            }
+            e if e < 0 => {
+                self.lock().members.remove(member);
+                self.left(key, group);
+                false
+            }
+            e => self.group_request(key, group, member, e, epoch),
+        }
     }
 
     /// Whether fetches from `key` must be held: it is a group member that
@@ -320,7 +358,9 @@ impl Tracker {
         if let Some(r) = self.lock().remaps.get(&id) {
             return Ok((r.producer_id, r.producer_epoch));
         }
-        let (pid, pepoch) = init_producer_id(shared, cluster).await?;
+        let (pid, pepoch) = init_producer_id(shared, cluster)
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             client = %key.0,
             old_producer_id = producer_id,
@@ -372,7 +412,7 @@ impl Tracker {
 /// in the background: the member rejoins on the new cluster and never comes
 /// back, and without this the old group keeps it (and its partitions) until
 /// its session expires, which would stall a failback.
-pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str) {
+pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str, protocol: Protocol) {
     let Some(from) = shared.failover.previous_active() else {
         return;
     };
@@ -391,7 +431,7 @@ pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let mut admin = crate::kafka::groups::GroupAdmin::new(boot, timeout);
-        match admin.leave(&group, &member).await {
+        match admin.leave(&group, &member, protocol).await {
             Ok(()) => {
                 tracing::info!(%from, group, member, "fenced member removed from its group on the old cluster")
             }
@@ -399,7 +439,7 @@ pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str) {
                 tracing::info!(%from, group, member, error = %e, "fenced member not removed from the old cluster; retried when kflip switches back to it");
                 let mut inner = shared.failover.lock();
                 if inner.pending_leaves.len() < MAX_IDS {
-                    inner.pending_leaves.push((from, group, member));
+                    inner.pending_leaves.push((from, group, member, protocol));
                 }
             }
         }
@@ -412,21 +452,21 @@ pub(crate) fn leave_old_group(shared: &Arc<Shared>, group: &str, member: &str) {
 /// partitions (no tansu 0.6 group expires members), and the member never
 /// comes back to fetch them.
 async fn leave_pending(shared: &Shared, to: &ClusterName) {
-    let pending: Vec<(String, String)> = {
+    let pending: Vec<(String, String, Protocol)> = {
         let mut inner = shared.failover.lock();
         let (mine, rest) = std::mem::take(&mut inner.pending_leaves)
             .into_iter()
-            .partition(|(c, _, _)| c == to);
+            .partition(|(c, _, _, _)| c == to);
         inner.pending_leaves = rest;
-        mine.into_iter().map(|(_, g, m)| (g, m)).collect()
+        mine.into_iter().map(|(_, g, m, p)| (g, m, p)).collect()
     };
     if pending.is_empty() {
         return;
     }
     let timeout = shared.proxy_config().connect_timeout;
     let mut admin = crate::kafka::groups::GroupAdmin::new(bootstrap(shared, to), timeout);
-    for (group, member) in pending {
-        match admin.leave(&group, &member).await {
+    for (group, member, protocol) in pending {
+        match admin.leave(&group, &member, protocol).await {
             Ok(()) => {
                 tracing::info!(cluster = %to, group, member, "member fenced while this cluster was down removed from its group")
             }
@@ -448,29 +488,69 @@ pub(crate) fn bootstrap(shared: &Shared, cluster: &ClusterName) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Why kflip could not get a producer id from a cluster.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProducerIdError {
+    /// No broker of the cluster answered.
+    #[error("cannot reach {cluster} for a producer id: {message}")]
+    Unreachable {
+        /// The cluster.
+        cluster: ClusterName,
+        /// What failed.
+        message: String,
+    },
+    /// The broker answered with an error code.
+    #[error("{cluster} refused a producer id: error {code}")]
+    Refused {
+        /// The cluster.
+        cluster: ClusterName,
+        /// Its Kafka error code.
+        code: i16,
+    },
+}
+
+impl ProducerIdError {
+    /// The error code to give the client: the broker's own (a broker that
+    /// has just started answers COORDINATOR_LOAD_IN_PROGRESS, which every
+    /// client retries), or COORDINATOR_LOAD_IN_PROGRESS when no broker
+    /// answered. Not COORDINATOR_NOT_AVAILABLE: kafka-python answers that
+    /// by looking up a transaction coordinator for a null transactional
+    /// id, a request Apache Kafka refuses by closing the connection.
+    pub(crate) fn client_code(&self) -> i16 {
+        match self {
+            ProducerIdError::Refused { code, .. } => *code,
+            ProducerIdError::Unreachable { .. } => 14,
+        }
+    }
+}
+
 /// Asks `cluster` for a fresh idempotent producer id.
 pub(crate) async fn init_producer_id(
     shared: &Shared,
     cluster: &ClusterName,
-) -> Result<(i64, i16), String> {
+) -> Result<(i64, i16), ProducerIdError> {
     use kafka_protocol::messages::InitProducerIdRequest;
+    let unreachable = |e: crate::kafka::ClientError| ProducerIdError::Unreachable {
+        cluster: cluster.clone(),
+        message: e.to_string(),
+    };
     let boot = bootstrap(shared, cluster);
     let timeout = shared.proxy_config().connect_timeout;
     let mut conn = KafkaConn::connect_any(&boot, timeout)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unreachable)?;
     let req = InitProducerIdRequest::default()
         .with_transactional_id(None)
         .with_transaction_timeout_ms(60_000)
         .with_producer_id((-1).into())
         .with_producer_epoch(-1);
     // v3: the first with producer id and epoch fields, which tansu 0.6 needs.
-    let resp = conn.send(&req, 3).await.map_err(|e| e.to_string())?;
+    let resp = conn.send(&req, 3).await.map_err(unreachable)?;
     if resp.error_code != 0 {
-        return Err(format!(
-            "{cluster} refused a producer id: error {}",
-            resp.error_code
-        ));
+        return Err(ProducerIdError::Refused {
+            cluster: cluster.clone(),
+            code: resp.error_code,
+        });
     }
     Ok((resp.producer_id.0, resp.producer_epoch))
 }

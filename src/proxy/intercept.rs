@@ -75,12 +75,20 @@ pub(super) async fn intercept(
                 .map_err(|e| format!("bad {api:?} request: {e}"))?;
             if failover.group_request(&key, &m.group_id, &m.member_id, m.generation_id, ctx.epoch) {
                 tracing::info!(client = %key.0, group = %m.group_id, "member from before the switch fenced; it rejoins");
-                super::super::failover::leave_old_group(&ctx.shared, &m.group_id, &m.member_id);
+                super::super::failover::leave_old_group(
+                    &ctx.shared,
+                    &m.group_id,
+                    &m.member_id,
+                    crate::kafka::groups::Protocol::Classic,
+                );
                 let answer =
                     wire::error_response(api, version, correlation_id, UNKNOWN_MEMBER_ID, body)?;
                 return Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)));
             }
             Ok(Intercept::Forward(frame, Observe::Nothing))
+        }
+        ApiKey::ConsumerGroupHeartbeat => {
+            consumer_heartbeat(ctx, version, correlation_id, body_offset, frame).await
         }
         ApiKey::LeaveGroup => {
             let key = ctx.key(frame.payload());
@@ -231,6 +239,72 @@ fn translate_commit(
     Some(out)
 }
 
+/// Kafka's FENCED_MEMBER_EPOCH: a KIP-848 member must rejoin with epoch 0.
+const FENCED_MEMBER_EPOCH: i16 = 110;
+
+/// A KIP-848 heartbeat: a member from before the switch is fenced (it
+/// drops its assignment and rejoins on the active cluster with epoch 0, as
+/// after any fencing, and reads its translated committed offsets); the
+/// topic ids of the partitions it owns are mapped from kflip's virtual ids
+/// onto the active cluster's.
+async fn consumer_heartbeat(
+    ctx: &Ctx,
+    version: i16,
+    correlation_id: i32,
+    body_offset: usize,
+    mut frame: Frame,
+) -> Result<Intercept, String> {
+    use crate::protocol::consumer_group as cg;
+    let key = ctx.key(frame.payload());
+    let hb = cg::heartbeat(&frame.payload()[body_offset..], version).map_err(|e| e.to_string())?;
+    let failover = &ctx.shared.failover;
+    if failover.consumer_heartbeat(
+        &key,
+        &hb.group_id,
+        &hb.member_id,
+        hb.member_epoch,
+        ctx.epoch,
+    ) {
+        tracing::info!(client = %key.0, group = %hb.group_id, "consumer-protocol member from before the switch fenced; it rejoins");
+        super::super::failover::leave_old_group(
+            &ctx.shared,
+            &hb.group_id,
+            &hb.member_id,
+            crate::kafka::groups::Protocol::Consumer,
+        );
+        let resp = kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(FENCED_MEMBER_EPOCH)
+            .with_error_message(Some(kafka_protocol::protocol::StrBytes::from_static_str(
+                "the active cluster changed: rejoin",
+            )))
+            .with_member_id(Some(kafka_protocol::protocol::StrBytes::from_string(
+                hb.member_id.clone(),
+            )))
+            .with_member_epoch(-1);
+        let answer =
+            wire::response_frame(&resp, "ConsumerGroupHeartbeat", version, correlation_id)?;
+        return Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)));
+    }
+    if !hb.topic_ids.is_empty() {
+        let ids = &ctx.shared.topic_ids;
+        let body = &frame.payload()[body_offset..];
+        let unknown = hb.topic_ids.iter().any(|at| {
+            <[u8; 16]>::try_from(&body[at.clone()]).is_ok_and(|b| {
+                ids.real_of(&ctx.cluster, uuid::Uuid::from_bytes(b))
+                    .is_none()
+            })
+        });
+        if unknown {
+            super::learn_topic_ids(&ctx.shared, &ctx.cluster).await;
+        }
+        let payload = frame.payload_mut();
+        cg::map_topic_ids(&mut payload[body_offset..], &hb, |virt| {
+            ids.real_of(&ctx.cluster, virt).unwrap_or(virt)
+        });
+    }
+    Ok(Intercept::Forward(frame, Observe::Nothing))
+}
+
 /// What becomes of a Produce request.
 enum Produced {
     /// Forwarded (perhaps rewritten).
@@ -372,9 +446,9 @@ async fn answer_producer_id(
         }
         Err(e) => {
             tracing::warn!(cluster = %ctx.cluster, error = %e, "no producer id for a client");
-            // COORDINATOR_NOT_AVAILABLE: retriable; the client asks again.
+            // Retriable: the client asks again.
             InitProducerIdResponse::default()
-                .with_error_code(15)
+                .with_error_code(e.client_code())
                 .with_producer_id((-1).into())
                 .with_producer_epoch(-1)
         }

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     switch: watch::Sender<SwitchState>,
     /// Virtual node slots per cluster.
     topology: Topology,
+    /// Each cluster's real topic ids, for the virtual ids clients see.
+    topic_ids: crate::routing::topic_ids::TopicIds,
     /// Virtual broker listeners by slot.
     listeners: listeners::BrokerListeners,
     /// When each cluster was last discovered on a connection's behalf.
@@ -164,6 +166,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         config: config.clone(),
         topology: Topology::new(p.max_brokers as usize),
+        topic_ids: Default::default(),
         listeners: listeners::BrokerListeners::new(&p),
         startup: p.clone(),
         switch,

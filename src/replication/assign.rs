@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::BaseRecord;
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::flow::{recover_from_target, resume_point, Runner, CHECKPOINT};
@@ -80,6 +80,23 @@ impl Runner<'_> {
                     tracing::warn!(flow = %cfg.id, topic = %target_name, source = t.partitions, target = info.partitions, "target topic has more partitions than the source; the extra ones get no copies");
                 }
                 Some(_) => {}
+            }
+            // librdkafka refuses a record for a partition its metadata does
+            // not have yet (UnknownPartition) instead of waiting for it, so
+            // the target producer must see new partitions (just added, or
+            // added by someone else) before records for them are queued.
+            if t.partitions > known.unwrap_or(0) && !created {
+                let seen = self
+                    .producer
+                    .client()
+                    .fetch_metadata(Some(&target_name), std::time::Duration::from_secs(10))
+                    .ok()
+                    .and_then(|md| md.topics().first().map(|t| t.partitions().len()))
+                    .unwrap_or(0);
+                if (seen as i32) < t.partitions {
+                    tracing::debug!(flow = %cfg.id, topic = %target_name, seen, want = t.partitions, "target producer does not see the new partitions yet; retried at the next discovery");
+                    continue;
+                }
             }
             // Partitions are assigned in order; one that cannot be resumed
             // (its target does not answer) stops the topic there, and the

@@ -7,6 +7,8 @@
 //! slot `n`, so to a client a switch looks like leadership moving inside one
 //! cluster.
 
+pub mod topic_ids;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -1,14 +1,19 @@
-//! Test harness: real tansu brokers and a real kflip process on ephemeral
-//! 127.0.0.1 ports, plus helpers to poll with a deadline.
+//! Test harness: real brokers (Apache Kafka 4.4 by default, tansu with
+//! `KFLIP_BROKER=tansu`) and a real kflip process on ephemeral 127.0.0.1
+//! ports, plus helpers to poll with a deadline.
 //!
 //! Every integration test file does `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod clients;
 pub mod raw;
 
+#[allow(unused_imports)]
+pub use broker::{kind, require_kafka, Broker, Kind, Storage};
+
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,149 +41,26 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-/// The tansu binary: `$KFLIP_TANSU`, or the cache that scripts/install-tansu.sh fills.
-pub fn tansu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("KFLIP_TANSU") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let cache = std::env::var("KFLIP_CACHE").unwrap_or_else(|_| format!("{home}/.cache/kflip"));
-    let p = PathBuf::from(cache).join("tansu-0.6.0/bin/tansu");
-    assert!(
-        p.exists(),
-        "tansu is not installed at {}; run scripts/install-deps.sh",
-        p.display()
-    );
-    p
-}
-
-/// Storage engine for test brokers.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Storage {
-    /// sqlite: correct ListOffsets; use for anything that checks offsets.
-    Sqlite,
-    /// memory: fastest; used by throughput benchmarks.
-    Memory,
-}
-
-/// A tansu broker process: one single-broker cluster.
-pub struct Broker {
-    child: Option<Child>,
-    /// Its listener port.
-    pub port: u16,
-    /// Its cluster id.
-    pub cluster_id: String,
-    dir: tempfile::TempDir,
-    storage: Storage,
-}
-
-impl Broker {
-    /// Starts a sqlite-backed broker and waits until it answers.
-    pub fn start(cluster_id: &str) -> Broker {
-        Broker::start_with(cluster_id, Storage::Sqlite)
-    }
-
-    /// Starts a broker with the given storage engine.
-    pub fn start_with(cluster_id: &str, storage: Storage) -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            cluster_id: cluster_id.to_string(),
-            dir,
-            storage,
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn_once(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let engine = match self.storage {
-            Storage::Sqlite => "sqlite://broker.db".to_string(),
-            Storage::Memory => format!("memory://{}/", self.cluster_id),
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("broker.log"))
-            .expect("broker log");
-        let child = Command::new(tansu_bin())
-            .args(["broker", "--cluster-id", &self.cluster_id])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &engine])
-            .current_dir(self.dir.path())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-    }
-
-    /// Spawns tansu and waits until it accepts connections. The port was
-    /// free a moment ago but another test may take it first: if tansu exits
-    /// (cannot bind), it is started again on a new port.
-    fn spawn(&mut self) {
-        for _ in 0..5 {
-            self.spawn_once();
-            let addr = self.addr();
-            let up = wait_for(
-                &format!("tansu {} on {addr}", self.cluster_id),
-                Duration::from_secs(30),
-                || {
-                    if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                        return Some(false);
-                    }
-                    TcpStream::connect(&addr).ok().map(|_| true)
-                },
-            );
-            if up {
-                return;
-            }
-            self.port = free_port();
-        }
-        panic!("tansu did not start; log:\n{}", self.log());
-    }
-
-    /// `127.0.0.1:port`.
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the broker process (disaster).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Restarts a killed broker on the same port and storage.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    /// The broker's log, for failure messages.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Two clusters, dc1 and dc2, each one tansu broker.
+/// Two clusters, dc1 and dc2, each one broker.
 pub struct TwoClusters {
     /// dc1.
     pub dc1: Broker,
     /// dc2.
     pub dc2: Broker,
+}
+
+/// Two clusters shared by the tests of one test binary that neither kill
+/// nor restart brokers, and that keep to topics and groups of their own.
+/// Started on first use; stopped when the test process exits.
+pub fn shared_clusters() -> &'static TwoClusters {
+    static SHARED: std::sync::OnceLock<TwoClusters> = std::sync::OnceLock::new();
+    SHARED.get_or_init(TwoClusters::start)
+}
+
+/// One cluster shared like [`shared_clusters`].
+pub fn shared_broker() -> &'static Broker {
+    static SHARED: std::sync::OnceLock<Broker> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| Broker::start("dc1"))
 }
 
 impl TwoClusters {
@@ -195,8 +77,8 @@ impl TwoClusters {
     pub fn config(&self, active: &str, extra: &str) -> String {
         format!(
             "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: {active}\n{extra}",
-            self.dc1.addr(),
-            self.dc2.addr()
+            self.dc1.bootstrap(),
+            self.dc2.bootstrap()
         )
     }
 }
@@ -293,7 +175,12 @@ impl Kflip {
         let child = Command::new(env!("CARGO_BIN_EXE_kflip"))
             .args([self.command.as_str(), "--config"])
             .arg(self.config_path())
-            .env("KFLIP_LOG", format!("{},kflip::proxy=info", self.level))
+            .env(
+                "KFLIP_LOG",
+                // KFLIP_TEST_LOG overrides every test's level, to debug one.
+                std::env::var("KFLIP_TEST_LOG")
+                    .unwrap_or_else(|_| format!("{},kflip::proxy=info", self.level)),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
