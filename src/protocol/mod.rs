@@ -3,6 +3,7 @@
 
 pub mod api_versions;
 pub mod consumer_group;
+pub mod epochs;
 pub mod failover;
 pub mod fetch;
 pub mod frame;

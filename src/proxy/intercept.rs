@@ -52,6 +52,11 @@ pub(super) async fn intercept(
         ApiKey::Fetch => {
             let key = ctx.key(frame.payload());
             if !failover.fetch_held(&key, ctx.epoch) {
+                crate::protocol::epochs::clear_fetch(
+                    &mut frame.payload_mut()[body_offset..],
+                    version,
+                )
+                .map_err(|e| e.to_string())?;
                 return Ok(Intercept::Forward(frame, Observe::Nothing));
             }
             let body = &frame.payload()[body_offset..];
@@ -85,6 +90,22 @@ pub(super) async fn intercept(
                     wire::error_response(api, version, correlation_id, UNKNOWN_MEMBER_ID, body)?;
                 return Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)));
             }
+            Ok(Intercept::Forward(frame, Observe::Nothing))
+        }
+        ApiKey::ListOffsets => {
+            crate::protocol::epochs::clear_list_offsets(
+                &mut frame.payload_mut()[body_offset..],
+                version,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(Intercept::Forward(frame, Observe::Nothing))
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            crate::protocol::epochs::clear_offset_for_leader_epoch(
+                &mut frame.payload_mut()[body_offset..],
+                version,
+            )
+            .map_err(|e| e.to_string())?;
             Ok(Intercept::Forward(frame, Observe::Nothing))
         }
         ApiKey::ConsumerGroupHeartbeat => {

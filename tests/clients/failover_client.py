@@ -154,13 +154,19 @@ def confluent_error_cb(err):
 
 
 def confluent_common():
-    return {
+    cfg = {
         "bootstrap.servers": ARGS.bootstrap,
         "client.id": ARGS.client_id,
         "broker.address.family": "v4",
         "error_cb": confluent_error_cb,
         "logger": LOG,  # librdkafka's own log lines go to --out, not stderr
     }
+    # KFLIP_CLIENT_DEBUG=cgrp,fetch,... : librdkafka's debug log into --out.
+    debug = os.environ.get("KFLIP_CLIENT_DEBUG")
+    if debug:
+        cfg["debug"] = debug
+        LOG.setLevel(logging.DEBUG)
+    return cfg
 
 
 def confluent_producer():
