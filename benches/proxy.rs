@@ -1,5 +1,6 @@
-//! End-to-end benchmark: the same workloads straight to a tansu broker and
-//! through kflip, alternated in one run so both see the same machine state.
+//! End-to-end benchmark: the same workloads straight to a broker (Apache
+//! Kafka 4.4 by default, tansu with `KFLIP_BROKER=tansu`) and through kflip,
+//! alternated in one run so both see the same machine state.
 //!
 //! Run with `cargo bench --bench proxy`. It measures, for 1 KiB records:
 //! - produce throughput (librdkafka, acks=1, linger.ms=5, 1 MB batches);
@@ -9,9 +10,10 @@
 //!
 //! Each workload runs `rounds` times per path, direct and kflip alternating
 //! (and swapping which goes first every round); the table shows medians.
-//! The broker uses tansu's memory engine (sqlite would hide kflip's cost) and
-//! is restarted before every produce round, because that engine gets slower
-//! as it holds more data. Per-process CPU time (client, broker, kflip) is
+//! Apache Kafka runs with its full JIT and a 1 GiB heap
+//! (`KFLIP_BROKER_JVM` overrides). On tansu the broker uses its memory
+//! engine (sqlite would hide kflip's cost) and is restarted before every
+//! produce round, because that engine gets slower as it holds more data. Per-process CPU time (client, broker, kflip) is
 //! read from /proc to show where the two cores went.
 //!
 //! It prints a table, the proxy/direct ratios and PASS/MISS against the
@@ -162,21 +164,6 @@ fn tcp_sockets(pid: u32) -> (usize, usize) {
     (listening, other)
 }
 
-/// The pid of this process's child whose command is `comm`.
-fn child_pid(comm: &str) -> Option<String> {
-    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
-    for t in tasks.flatten() {
-        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for pid in children.split_whitespace() {
-            let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if c.trim() == comm {
-                return Some(pid.to_string());
-            }
-        }
-    }
-    None
-}
-
 /// CPU seconds used by the client (this process), the broker and kflip.
 #[derive(Clone, Copy, Default, Debug)]
 struct Cpu {
@@ -187,13 +174,15 @@ struct Cpu {
 
 struct Procs {
     kflip: String,
+    /// The broker's pid (tansu is restarted between rounds: looked up again).
+    broker: String,
     tck: f64,
 }
 
 impl Procs {
     fn sample(&self) -> Cpu {
         // Looked up each time: the broker is restarted between rounds.
-        let broker = child_pid("tansu").unwrap_or_else(|| "0".into());
+        let broker = self.broker.clone();
         Cpu {
             client: cpu_ticks("self") as f64 / self.tck,
             broker: cpu_ticks(&broker) as f64 / self.tck,
@@ -500,6 +489,9 @@ fn main() {
     let started = Instant::now();
 
     eprintln!("kflip proxy bench: {n} x {RECORD} B records, {rounds} rounds per path");
+    if std::env::var_os("KFLIP_BROKER_JVM").is_none() {
+        std::env::set_var("KFLIP_BROKER_JVM", "-Xms1g -Xmx1g -XX:+UseG1GC");
+    }
     let mut broker = Broker::start_with("bench", Storage::Memory);
     let direct = broker.addr();
     let yaml = format!(
@@ -511,8 +503,9 @@ fn main() {
     // Let startup discovery finish before reading the idle RSS.
     std::thread::sleep(Duration::from_millis(500));
     let rss_start = status_kib(kpid, "VmRSS").unwrap_or(0);
-    let procs = Procs {
+    let mut procs = Procs {
         kflip: kpid.to_string(),
+        broker: broker.pid().unwrap_or_else(|| "0".into()),
         tck: clk_tck(),
     };
     let addr = |p: Path| match p {
@@ -530,7 +523,10 @@ fn main() {
                 // tansu's memory engine slows down as it holds more data,
                 // so every round starts on a fresh broker (same address;
                 // kflip reconnects like any client).
-                broker.restart();
+                if broker.kind() == support::Kind::Tansu {
+                    broker.restart();
+                    procs.broker = broker.pid().unwrap_or_else(|| "0".into());
+                }
                 let topic = format!("bench-produce-{round}-{}", path.name());
                 create_topic(&direct, &topic, 1);
                 let t = produce(addr(path), &topic, n, &procs);

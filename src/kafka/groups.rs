@@ -104,6 +104,34 @@ impl GroupAdmin {
         Ok(())
     }
 
+    /// A fresh producer id and epoch for `transactional_id` from its
+    /// transaction coordinator (InitProducerId with no id to bump).
+    pub async fn init_transactional(
+        &mut self,
+        transactional_id: &str,
+        transaction_timeout_ms: i32,
+    ) -> Result<(i64, i16), ClientError> {
+        use kafka_protocol::messages::{InitProducerIdRequest, TransactionalId};
+        let addr = self
+            .find_coordinator(transactional_id, 1, "transactional id")
+            .await?;
+        let (c, v) = self.conn(Some(&addr)).await?;
+        let ver = Self::version(v, ApiKey::InitProducerId, 4);
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s(transactional_id))))
+            .with_transaction_timeout_ms(transaction_timeout_ms)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
+        let r = c.send(&req, ver).await?;
+        if r.error_code != 0 {
+            return Err(self.err(format!(
+                "InitProducerId for transactional id {transactional_id}: error code {}",
+                r.error_code
+            )));
+        }
+        Ok((r.producer_id.0, r.producer_epoch))
+    }
+
     /// Drops cached connections (after an error).
     pub fn reset(&mut self) {
         self.conns.clear();

@@ -213,14 +213,24 @@ pub(super) async fn intercept(
         {
             let key = ctx.key(frame.payload());
             let body = &frame.payload()[body_offset..];
-            let Some(t) = txn::transaction_of(api, version, body).filter(|t| {
-                t.producer_id >= 0 && failover.producer_is_old(&key, t.producer_id, ctx.epoch)
-            }) else {
+            let Some((t, commits)) =
+                txn::transaction_and_commit(api, version, body).filter(|(t, _)| {
+                    t.producer_id >= 0 && failover.producer_is_old(&key, t.producer_id, ctx.epoch)
+                })
+            else {
                 return Ok(Intercept::Forward(frame, Observe::Nothing));
             };
+            let fresh = if api == ApiKey::EndTxn && version >= 5 && !commits {
+                fresh_transactional_id(ctx, &t.transactional_id).await
+            } else {
+                None
+            };
+            if let Some((pid, _)) = fresh {
+                failover.producer_issued(&key, pid, ctx.epoch);
+            }
             txn::abort_on_old_cluster(&ctx.shared, t);
             tracing::info!(client = %key.0, api = ?api, "transaction from before the switch: answered with an abortable error");
-            let answer = txn::answer(api, version, correlation_id, body)?;
+            let answer = txn::answer(api, version, correlation_id, body, fresh)?;
             Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)))
         }
         ApiKey::Produce => {
@@ -324,6 +334,31 @@ async fn consumer_heartbeat(
         });
     }
     Ok(Intercept::Forward(frame, Observe::Nothing))
+}
+
+/// A producer id and epoch of the active cluster for `transactional_id`,
+/// asked of its transaction coordinator there (retried for a few seconds:
+/// a coordinator that is loading or still ending a transaction answers
+/// with a retriable error).
+async fn fresh_transactional_id(ctx: &Ctx, transactional_id: &str) -> Option<(i64, i16)> {
+    let boot = super::super::failover::bootstrap(&ctx.shared, &ctx.cluster);
+    let timeout = ctx.shared.proxy_config().connect_timeout;
+    let mut admin = crate::kafka::groups::GroupAdmin::new(boot, timeout);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match admin.init_transactional(transactional_id, 60_000).await {
+            Ok(fresh) => return Some(fresh),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(cluster = %ctx.cluster, transactional_id, error = %e, "no producer id for the transactional id yet; retrying");
+                admin.reset();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %ctx.cluster, transactional_id, error = %e, "no producer id for the transactional id on the new cluster");
+                return None;
+            }
+        }
+    }
 }
 
 /// What becomes of a Produce request.

@@ -47,9 +47,14 @@ pub(crate) struct TxnOf {
     pub(crate) producer_epoch: i16,
 }
 
-/// The transaction of a request kflip looks at.
-pub(crate) fn transaction_of(api: ApiKey, version: i16, body: &[u8]) -> Option<TxnOf> {
+/// The transaction of a request, and for an EndTxn whether it commits.
+pub(crate) fn transaction_and_commit(
+    api: ApiKey,
+    version: i16,
+    body: &[u8],
+) -> Option<(TxnOf, bool)> {
     let mut buf = Bytes::copy_from_slice(body);
+    let mut commits = false;
     let (id, pid, epoch) = match api {
         ApiKey::AddPartitionsToTxn if version <= 3 => {
             let r = AddPartitionsToTxnRequest::decode(&mut buf, version).ok()?;
@@ -69,15 +74,19 @@ pub(crate) fn transaction_of(api: ApiKey, version: i16, body: &[u8]) -> Option<T
         }
         ApiKey::EndTxn => {
             let r = EndTxnRequest::decode(&mut buf, version).ok()?;
+            commits = r.committed;
             (r.transactional_id.0, r.producer_id.0, r.producer_epoch)
         }
         _ => return None,
     };
-    Some(TxnOf {
-        transactional_id: id.to_string(),
-        producer_id: pid,
-        producer_epoch: epoch,
-    })
+    Some((
+        TxnOf {
+            transactional_id: id.to_string(),
+            producer_id: pid,
+            producer_epoch: epoch,
+        },
+        commits,
+    ))
 }
 
 /// Aborts the transaction on the cluster that was active before the switch,
@@ -112,11 +121,18 @@ pub(crate) fn abort_on_old_cluster(shared: &std::sync::Arc<crate::proxy::Shared>
 
 /// kflip's own answer to a transactional request of a producer id from
 /// before the switch (see the module docs).
+///
+/// `fresh` is a producer id and epoch of the new cluster for the
+/// transactional id: an aborting EndTxn v5+ (KIP-890 transactions v2, where
+/// the client takes its next epoch from the EndTxn response and never
+/// sends InitProducerId) hands them to the client, so its next transaction
+/// runs on the new cluster under an id that cluster issued.
 pub(crate) fn answer(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &[u8],
+    fresh: Option<(i64, i16)>,
 ) -> Result<Bytes, String> {
     let mut buf = Bytes::copy_from_slice(body);
     match api {
@@ -182,7 +198,10 @@ pub(crate) fn answer(
             } else {
                 0
             };
-            let resp = EndTxnResponse::default().with_error_code(code);
+            let mut resp = EndTxnResponse::default().with_error_code(code);
+            if let (false, Some((pid, epoch))) = (r.committed, fresh) {
+                resp = resp.with_producer_id(pid.into()).with_producer_epoch(epoch);
+            }
             wire::response_frame(&resp, "EndTxn", version, correlation_id)
         }
         _ => Err(format!("kflip does not answer {api:?} for a transaction")),

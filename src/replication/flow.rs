@@ -331,7 +331,7 @@ impl<'a> Runner<'a> {
             }
             self.rewind_failed();
             match self.source.poll(Duration::from_millis(50)) {
-                None => {}
+                None => self.skip_markers(),
                 Some(Ok(m)) => self.copy(&m),
                 Some(Err(e)) => self.source_error(e),
             }
@@ -340,6 +340,33 @@ impl<'a> Runner<'a> {
         self.checkpoint();
         self.drain();
         tracing::info!(flow = %cfg.id, "flow stopped");
+    }
+
+    /// With nothing to read, moves each partition's read position past
+    /// what the consumer skipped without delivering: transaction markers
+    /// and aborted records (read_committed). A partition whose log ends in
+    /// a marker would otherwise look one record behind for good, and a
+    /// planned switch would wait out `proxy.switch_lag_timeout` for it.
+    fn skip_markers(&self) {
+        let Ok(positions) = self.source.position() else {
+            return;
+        };
+        let st = &self.setup.state;
+        let mut parts = st.lock();
+        for e in positions.elements() {
+            let Offset::Offset(at) = e.offset() else {
+                continue;
+            };
+            let key = SourcePartition {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+            };
+            if let Some(p) = parts.get_mut(&key) {
+                if at > p.read_next && p.in_flight == 0 && !p.failed {
+                    p.read_next = at;
+                }
+            }
+        }
     }
 
     /// Copies the orphan ranges held so far (the flow's policy is now

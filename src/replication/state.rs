@@ -173,10 +173,10 @@ impl FlowState {
             .lock()
             .iter()
             .map(|(k, p)| {
+                // Skipped records (transaction markers, aborted records)
+                // count as handled once nothing is in flight.
                 let replicated_to = p
-                    .map
-                    .frontier()
-                    .0
+                    .handled()
                     .max(p.map.runs().last().map(|r| r.source_end().0).unwrap_or(0));
                 // Records read but not yet acknowledged count even when
                 // the statistics' log end is older than the last read.

@@ -389,7 +389,7 @@ impl Broker {
         // gone, and the guard removes the cluster's folder too. It exits
         // when the broker does, so a broker that could not bind is seen.
         // (fd 3: bash gives background jobs /dev/null as stdin.)
-        let script = "exec 3<&0; \"$@\" <&- 3<&- & b=$!; \
+        let script = "exec 3<&0; \"$@\" <&- 3<&- & b=$!; echo $b > broker.pid; \
             (read -r how <&3; kill -9 $b 2>/dev/null; \
              while kill -0 $b 2>/dev/null; do sleep 0.05; done; \
              [ \"$how\" = keep ] || rm -rf \"$KFLIP_BROKER_DIR\") & \
@@ -461,6 +461,14 @@ impl Broker {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The first node's broker process id, while it runs (for CPU and
+    /// memory readings in benchmarks).
+    pub fn pid(&self) -> Option<String> {
+        self.nodes[0].guard.as_ref()?;
+        let pid = std::fs::read_to_string(self.nodes[0].dir.join("broker.pid")).ok()?;
+        Some(pid.trim().to_string())
     }
 
     /// The broker kind.
