@@ -37,7 +37,12 @@ pub fn policy(key: ApiKey) -> Option<(Handling, i16)> {
         // Fetch v13+ and Produce v13+ address topics by id. Topic ids differ
         // between clusters, so capping below them keeps a switch invisible:
         // clients keep using names that mean the same on both sides.
-        Fetch => (Rewrite, 12),
+        // Fetch v12 is also the first flexible version: its tagged fields
+        // (diverging epoch, current leader, snapshot id) carry nothing
+        // kflip would pass on, and a Java 4.4 consumer once failed to
+        // parse a v12 response through kflip ("Tag 0 is not valid for
+        // version 12"), not understood yet. v11 has no tagged fields.
+        Fetch => (Rewrite, 11),
         Produce => (Rewrite, 12),
         Metadata | FindCoordinator | DescribeCluster | DescribeTopicPartitions => {
             (Rewrite, codec_max)
@@ -158,7 +163,7 @@ mod tests {
         );
         assert_eq!(
             out[&(ApiKey::Fetch as i16)],
-            VersionRange { min: 4, max: 12 }
+            VersionRange { min: 4, max: 11 }
         );
         // Missing from b: not advertised. Refused by kflip: not advertised.
         assert!(!out.contains_key(&(ApiKey::ListOffsets as i16)));
