@@ -122,26 +122,6 @@ fn cpu_ticks(pid: &str) -> u64 {
     get(14) + get(15)
 }
 
-/// The pid of this process's child tansu listening on `port` (found by its
-/// command line; brokers get new pids when restarted).
-fn broker_pid(port: u16) -> String {
-    let needle = format!("127.0.0.1:{port}");
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return "0".into();
-    };
-    for t in tasks.flatten() {
-        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for pid in children.split_whitespace() {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.contains("tansu") && cmd.contains(&needle) {
-                return pid.to_string();
-            }
-        }
-    }
-    "0".into()
-}
-
 /// CPU seconds of the client (this process), both brokers and kflip.
 #[derive(Clone, Copy, Default, Debug)]
 struct Cpu {
@@ -162,8 +142,8 @@ struct Procs {
 impl Procs {
     fn new(source: &Broker, target: &Broker, kflip: Option<&Kflip>) -> Procs {
         Procs {
-            source: broker_pid(source.port),
-            target: broker_pid(target.port),
+            source: source.pid().unwrap_or_else(|| "0".into()),
+            target: target.pid().unwrap_or_else(|| "0".into()),
             kflip: kflip
                 .and_then(|k| k.pid())
                 .map_or("0".into(), |p| p.to_string()),

@@ -27,8 +27,11 @@ pub struct Rec {
 }
 
 pub fn read(bootstrap: &str, topic: &str) -> Vec<Rec> {
+    // It never commits: a reader that commits would be one more group for
+    // the engine to translate onto the cluster being read.
     let c: BaseConsumer = clients::config(bootstrap)
         .set("group.id", "t-reader")
+        .set("enable.auto.commit", "false")
         .set("isolation.level", "read_uncommitted")
         .create()
         .unwrap();
@@ -67,8 +70,9 @@ pub fn read(bootstrap: &str, topic: &str) -> Vec<Rec> {
     loop {
         assert!(
             std::time::Instant::now() < deadline,
-            "reading {topic} on {bootstrap} stalled: {} records, done {done:?}, highs {highs:?}",
-            out.len()
+            "reading {topic} on {bootstrap} stalled: {} records, done {done:?}, highs {highs:?}, positions {:?}",
+            out.len(),
+            c.position().map(|p| p.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>())
         );
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
