@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::failover::ClientKey;
 use super::{listeners, upstream, ListenerKind, Shared, SwitchState};
@@ -136,9 +136,20 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let (cr, mut cw) = client.into_split();
     let mut cr = BufReader::with_capacity(64 * 1024, cr);
-    let mut state = shared.switch.borrow().clone();
+    // Subscribe before reading the state, and keep this one receiver for
+    // the connection's life: a switch that happens while a session is being
+    // set up (discovery, connect) is then seen, never missed.
+    let mut switches = shared.switch.subscribe();
+    let mut state = switches.borrow_and_update().clone();
     let mut first = true;
     loop {
+        // The gate: no session starts while a planned switch holds, so a
+        // connection opened (or re-routed) during the hold waits for the
+        // switch and then goes to the new cluster, never the old one.
+        state = match outside_hold(&shared, &mut switches, state).await {
+            Some(s) => s,
+            None => return,
+        };
         let cfg = shared.proxy_config();
         let cluster = state.active.clone();
         upstream::ensure_discovered(&shared, &cluster, kind).await;
@@ -156,6 +167,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
                 }
             },
         };
+        // A hold or a switch that began while connecting: this upstream is
+        // for a cluster being left; start over from the new state.
+        if switches.has_changed().unwrap_or(false) {
+            let now = switches.borrow_and_update().clone();
+            if now.holding || now.epoch != state.epoch {
+                state = now;
+                continue;
+            }
+        }
         if first {
             tracing::debug!(%cluster, epoch = state.epoch, "connection open");
         } else {
@@ -170,7 +190,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
             peer,
             client_id: std::sync::Mutex::new(None),
         };
-        match session(&ctx, &mut cr, &mut cw, upstream).await {
+        match session(&ctx, &mut cr, &mut cw, upstream, &mut switches).await {
             Next::Close => break,
             Next::Switch(next) => {
                 state = next;
@@ -179,6 +199,24 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         }
     }
     tracing::debug!("connection closed");
+}
+
+/// Waits until no planned switch holds and returns the state then; `None`
+/// on shutdown. The switch bounds its own hold (`proxy.switch_drain` and
+/// `proxy.switch_lag_timeout`).
+async fn outside_hold(
+    shared: &Shared,
+    switches: &mut watch::Receiver<SwitchState>,
+    mut state: SwitchState,
+) -> Option<SwitchState> {
+    while state.holding {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return None,
+            changed = switches.changed() => if changed.is_err() { return None },
+        }
+        state = switches.borrow_and_update().clone();
+    }
+    Some(state)
 }
 
 /// How a connection waiting for an unreachable cluster ended.
@@ -235,10 +273,11 @@ async fn session(
     client_in: &mut BufReader<OwnedReadHalf>,
     client_out: &mut OwnedWriteHalf,
     upstream: TcpStream,
+    switches: &mut watch::Receiver<SwitchState>,
 ) -> Next {
     let (ur, uw) = upstream.into_split();
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let mut requests = std::pin::pin!(request_loop(ctx, client_in, uw, tx));
+    let mut requests = std::pin::pin!(request_loop(ctx, client_in, uw, tx, switches));
     let mut responses = std::pin::pin!(response_loop(ctx, ur, client_out, rx));
     tokio::select! {
         stop = &mut requests => {
@@ -329,8 +368,8 @@ async fn request_loop(
     client: &mut BufReader<OwnedReadHalf>,
     mut upstream: OwnedWriteHalf,
     tx: mpsc::Sender<Pending>,
+    switch: &mut watch::Receiver<SwitchState>,
 ) -> Result<Stop, String> {
-    let mut switch = ctx.shared.switch.subscribe();
     let mut versions: Option<VersionTable> = None;
     let mut first = ctx.first;
     loop {

@@ -575,11 +575,13 @@ pub(crate) async fn switch(shared: &Arc<Shared>, previous: SwitchState, to: Clus
     let probe = cfg.connect_timeout.min(Duration::from_secs(1));
     let planned = reachable(shared, &from, probe).await;
     if planned {
-        tracing::info!(%from, %to, "planned switch: holding requests");
         shared.switch.send_replace(SwitchState {
             holding: true,
             ..previous.clone()
         });
+        // Logged once the hold is in place: from this line on, no session
+        // starts on the old cluster.
+        tracing::info!(%from, %to, "planned switch: holding requests");
         let drain_until = Instant::now() + cfg.switch_drain;
         while shared.in_flight() > 0 && Instant::now() < drain_until {
             tokio::time::sleep(Duration::from_millis(2)).await;
