@@ -595,7 +595,11 @@ pub(crate) async fn switch(shared: &Arc<Shared>, previous: SwitchState, to: Clus
                 tracing::info!(%from, %to, flows = ?report.flows, waited_ms = report.waited.as_millis() as u64, "replication caught up; group offsets synced");
             } else {
                 for g in &report.gaps {
-                    tracing::warn!(topic = %g.topic, partition = g.partition, records = g.records, replicated_to = g.replicated_to, source_end = g.source_end, "switching with records not replicated (proxy.switch_lag_timeout expired)");
+                    if g.records < 0 {
+                        tracing::warn!(topic = %g.topic, partition = g.partition, replicated_to = g.replicated_to, "switching without knowing whether records are not replicated: the old cluster's log end could not be read (proxy.switch_lag_timeout expired)");
+                    } else {
+                        tracing::warn!(topic = %g.topic, partition = g.partition, records = g.records, replicated_to = g.replicated_to, source_end = g.source_end, "switching with records not replicated (proxy.switch_lag_timeout expired)");
+                    }
                 }
             }
         } else {

@@ -18,44 +18,67 @@ pub struct CatchUp {
     pub flows: Vec<String>,
     /// Whether every partition reached the old cluster's log end in time.
     pub caught_up: bool,
-    /// Partitions still behind when the bound expired (empty when caught up).
+    /// Partitions still behind when the bound expired (empty when caught
+    /// up); `records` is -1 where the source log end could not be read.
     pub gaps: Vec<PartitionLag>,
     /// How long the wait took.
     pub waited: Duration,
 }
 
-/// Source log ends of every partition a flow copies, read now.
-fn source_ends(
-    st: &FlowState,
-    bootstrap: &str,
-    rt: tokio::runtime::Handle,
-) -> BTreeMap<(String, i32), i64> {
+/// Source log ends of the partitions a flow copies, read now, and the
+/// partitions whose end could not be read.
+#[derive(Debug, Default)]
+struct Ends {
+    /// Log end by (topic, partition).
+    read: BTreeMap<(String, i32), i64>,
+    /// Partitions whose end is unknown (the admin client or the request
+    /// failed): they count as behind, never as caught up.
+    unknown: Vec<(String, i32)>,
+}
+
+/// Reads the source log end of every partition `st` copies.
+fn source_ends(st: &FlowState, bootstrap: &str, rt: tokio::runtime::Handle) -> Ends {
     let keys: Vec<(String, i32)> = st
         .lock()
         .keys()
         .map(|k| (k.topic.clone(), k.partition))
         .collect();
-    let mut out = BTreeMap::new();
-    let Ok(admin) = super::topics::Admin::new(st.cfg.source.as_str(), bootstrap, rt) else {
-        return out;
+    let mut out = Ends::default();
+    let admin = match super::topics::Admin::new(st.cfg.source.as_str(), bootstrap, rt) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(flow = %st.cfg.id, error = %e, "log ends unknown");
+            out.unknown = keys;
+            return out;
+        }
     };
     for (topic, partition) in keys {
         match admin.watermarks(&topic, partition) {
             Ok((_, high)) => {
-                out.insert((topic, partition), high);
+                out.read.insert((topic, partition), high);
             }
-            Err(e) => tracing::warn!(flow = %st.cfg.id, error = %e, "log end unknown"),
+            Err(e) => {
+                tracing::warn!(flow = %st.cfg.id, error = %e, "log end unknown");
+                out.unknown.push((topic, partition));
+            }
         }
     }
     out
 }
 
-/// Partitions of `st` whose copies have not reached `ends`.
-fn behind(st: &FlowState, ends: &BTreeMap<(String, i32), i64>) -> Vec<PartitionLag> {
+/// Partitions of `st` whose copies have not reached `ends`. A partition
+/// whose end is unknown is behind by an unknown number of records
+/// (`records` -1): an end that cannot be measured is not caught up.
+fn behind(st: &FlowState, ends: &Ends) -> Vec<PartitionLag> {
     st.lag()
         .into_iter()
         .filter_map(|mut p| {
-            let end = *ends.get(&(p.topic.clone(), p.partition))?;
+            let key = (p.topic.clone(), p.partition);
+            if ends.unknown.contains(&key) {
+                p.records = -1;
+                return Some(p);
+            }
+            let end = *ends.read.get(&key)?;
             p.source_end = p.source_end.max(end);
             p.records = (end - p.replicated_to).max(0);
             (p.records > 0).then_some(p)
@@ -126,10 +149,29 @@ impl Engine {
             ..CatchUp::default()
         };
         for (st, source, target) in &flows {
-            let (s, boot, rt) = (st.clone(), source.join(","), self.rt.clone());
-            let ends = tokio::task::spawn_blocking(move || source_ends(&s, &boot, rt))
-                .await
-                .unwrap_or_default();
+            // Read the ends until each is known or the bound expires.
+            let mut ends = Ends::default();
+            loop {
+                let (s, boot, rt) = (st.clone(), source.join(","), self.rt.clone());
+                ends = match tokio::task::spawn_blocking(move || source_ends(&s, &boot, rt)).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(flow = %st.cfg.id, error = %e, "reading log ends failed");
+                        Ends {
+                            unknown: st
+                                .lock()
+                                .keys()
+                                .map(|k| (k.topic.clone(), k.partition))
+                                .collect(),
+                            ..ends
+                        }
+                    }
+                };
+                if ends.unknown.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let mut gaps = behind(st, &ends);
             while !gaps.is_empty() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -224,5 +266,63 @@ impl Engine {
             let t = st.translate(reverse.as_deref(), topic, partition, offset)?;
             Some((st.cfg.target_topic(topic), t))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::replication::state::{PartState, SourcePartition};
+
+    fn flow(parts: &[(&str, i32, i64)]) -> FlowState {
+        let cfg = Config::parse(
+            "clusters:\n  dc1: { bootstrap: \"a:1\" }\n  dc2: { bootstrap: \"b:1\" }\n\
+             replication:\n  flows:\n    - { source: dc1, target: dc2, topics: [t] }\n",
+        )
+        .expect("config");
+        let flow = cfg.replication.expect("replication").flows.remove(0);
+        let st = FlowState::new(flow, "src".into(), "dst".into());
+        for &(topic, partition, copied) in parts {
+            st.lock().insert(
+                SourcePartition {
+                    topic: topic.into(),
+                    partition,
+                },
+                PartState {
+                    read_next: copied,
+                    ..Default::default()
+                },
+            );
+        }
+        st
+    }
+
+    #[test]
+    fn an_unknown_end_is_never_caught_up() {
+        let st = flow(&[("t", 0, 0), ("t", 1, 0)]);
+        // The end of partition 1 could not be read: it is behind, by an
+        // unknown number of records, even though partition 0 is done.
+        let ends = Ends {
+            read: [(("t".to_string(), 0), 0)].into_iter().collect(),
+            unknown: vec![("t".to_string(), 1)],
+        };
+        let gaps = behind(&st, &ends);
+        assert_eq!(gaps.len(), 1);
+        assert_eq!((gaps[0].partition, gaps[0].records), (1, -1));
+        // Nothing could be read at all: every partition is behind.
+        let none = Ends {
+            read: BTreeMap::new(),
+            unknown: vec![("t".to_string(), 0), ("t".to_string(), 1)],
+        };
+        assert_eq!(behind(&st, &none).len(), 2);
+        // Both read and at the copies' end: caught up.
+        let all = Ends {
+            read: [(("t".to_string(), 0), 0), (("t".to_string(), 1), 0)]
+                .into_iter()
+                .collect(),
+            unknown: Vec::new(),
+        };
+        assert!(behind(&st, &all).is_empty());
     }
 }
