@@ -336,6 +336,41 @@ impl OffsetMap {
         }
     }
 
+    /// Forgets every mapping at or after `offset`, for a source log cut back
+    /// to end there with the same topic (an unclean leader election): from
+    /// `offset` on, source offsets name other records, which map afresh.
+    /// Returns the mappings dropped, oldest first (a run that straddles
+    /// `offset` is split): their target records are copies of records the
+    /// source no longer has. The frontier moves back to `offset` if it was
+    /// past it; copies recorded later land after the dropped ones.
+    pub fn truncate_from(&mut self, offset: SourceOffset) -> Vec<Run> {
+        let offset = SourceOffset(offset.0.max(0));
+        let keep = self.runs.partition_point(|r| r.source < offset);
+        let mut dropped: Vec<Run> = self.runs.drain(keep..).collect();
+        if let Some(last) = self.runs.last_mut() {
+            if last.source_end() > offset {
+                // The run starts before `offset`, so at least one record stays.
+                let kept = offset.0.abs_diff(last.source.0);
+                dropped.insert(
+                    0,
+                    Run {
+                        source: offset,
+                        target: TargetOffset(last.target.0.saturating_add_unsigned(kept)),
+                        len: last.len - kept,
+                    },
+                );
+                last.len = kept;
+            }
+        }
+        self.frontier = self.frontier.min(offset);
+        // A floor names the earliest run ever recorded; with every run gone
+        // there is nothing left for it to stand in front of.
+        if self.runs.is_empty() {
+            self.floor = None;
+        }
+        dropped
+    }
+
     /// Drops the runs that lie entirely below `offset` (their source end is
     /// at or below it) to bound memory, but always keeps the last run so
     /// translation past the end stays known. Returns how many runs went.

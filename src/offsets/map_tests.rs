@@ -285,3 +285,57 @@ fn garbage_is_rejected() {
         assert!(matches!(err(&bytes[..n]), Truncated(_)), "prefix {n}");
     }
 }
+
+#[test]
+fn truncation_drops_and_splits_runs_and_maps_afresh() {
+    // Source 0..10 -> target 0..10, source 12..20 -> target 15..23.
+    let mut m = OffsetMap::new();
+    m.record_run(s(0), t(0), 10).unwrap();
+    m.record_run(s(12), t(15), 8).unwrap();
+    m.advance_frontier(s(25));
+    let dropped = m.truncate_from(s(14));
+    assert_eq!(
+        dropped,
+        vec![Run {
+            source: s(14),
+            target: t(17),
+            len: 6
+        }]
+    );
+    assert_eq!(m.frontier(), s(14));
+    assert_eq!(m.runs().last().unwrap().source_end(), s(14));
+    assert_eq!(m.translate(s(13)), Some(t(16)));
+    // New records at the reused offsets land after the orphaned copies.
+    m.record(s(14), t(23)).unwrap();
+    assert_eq!(m.translate(s(14)), Some(t(23)));
+    assert_eq!(
+        m.translate_back(t(20)),
+        Some(s(14)),
+        "orphans map to the next record"
+    );
+    assert_eq!(OffsetMap::decode(&m.encode()).unwrap(), m);
+
+    // A cut at a run boundary and in a gap drop whole runs only.
+    let mut m = map_of(&[(0, 0), (1, 1), (5, 7)]);
+    assert_eq!(m.truncate_from(s(3)).len(), 1);
+    assert_eq!(m.runs().len(), 1);
+    assert_eq!(m.frontier(), s(3));
+    assert_eq!(m.truncate_from(s(2)), vec![], "nothing at or after the end");
+    assert_eq!(m.frontier(), s(2));
+}
+
+#[test]
+fn truncation_to_zero_empties_the_map_and_its_floor() {
+    let mut m = map_of(&[(0, 0), (3, 5), (9, 12)]);
+    m.prune_before(s(5));
+    assert!(m.floor().is_some());
+    let dropped = m.truncate_from(s(-4));
+    assert_eq!(dropped.iter().map(|r| r.len).sum::<u64>(), 1);
+    assert!(m.is_empty());
+    assert_eq!(m.floor(), None);
+    assert_eq!(m.frontier(), s(0));
+    // Still encodable (a floor without runs is not).
+    assert_eq!(OffsetMap::decode(&m.encode()).unwrap(), m);
+    m.record(s(0), t(20)).unwrap();
+    assert_eq!(m.translate(s(0)), Some(t(20)));
+}

@@ -39,10 +39,6 @@ use crate::routing::RealNodeId;
 mod intercept;
 use intercept::{intercept, learn, Intercept};
 
-/// Upstream responses above this size are refused (Kafka frames are i32
-/// sized; fetch responses are bounded by the client's fetch.max.bytes).
-const MAX_RESPONSE: usize = i32::MAX as usize;
-
 /// Most requests a client may have in flight on one connection; the request
 /// loop stops reading when this many are waiting for responses.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -547,7 +543,9 @@ async fn response_loop(
                 observe,
                 ..
             } => {
-                let frame = read_frame(&mut upstream, MAX_RESPONSE)
+                // Fetch responses are streamed; every other response is
+                // read whole, so it is held to the same bound as requests.
+                let frame = read_frame(&mut upstream, ctx.cfg.max_frame_bytes)
                     .await
                     .map_err(|e| format!("upstream {}: {e}", ctx.cluster))?
                     .ok_or_else(|| closed(ctx))?;

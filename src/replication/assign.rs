@@ -8,7 +8,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::flow::{recover_from_target, resume_point, Runner, CHECKPOINT};
-use super::state::{checkpoint_key, PartState, SourcePartition};
+use super::state::{checkpoint_key, topic_id_key, PartState, SourcePartition};
 use super::topics::{self, TopicInfo};
 
 /// Maps with more runs than this are pruned from the oldest end before they
@@ -24,6 +24,7 @@ impl Runner<'_> {
         let topics = self.source_admin.topics()?;
         let mut target: Option<HashMap<String, TopicInfo>> = None;
         let mut tpl = TopicPartitionList::new();
+        let mut ids = None;
         for t in topics
             .iter()
             .filter(|t| cfg.wants_topic(&t.name, &self.setup.state_topic))
@@ -102,6 +103,12 @@ impl Runner<'_> {
             // (its target does not answer) stops the topic there, and the
             // next discovery pass starts again from it.
             let mut done = known.unwrap_or(0);
+            if done < t.partitions {
+                let read = ids.get_or_insert_with(|| self.source_topic_ids());
+                if read.get(&t.name).is_none() {
+                    tracing::warn!(flow = %cfg.id, topic = %t.name, "no source topic id: a truncated source log cannot be told from a recreated topic, and is handled as a truncation");
+                }
+            }
             for p in known.unwrap_or(0)..t.partitions {
                 let sp = SourcePartition {
                     topic: t.name.clone(),
@@ -136,10 +143,14 @@ impl Runner<'_> {
                         map,
                         read_next: from,
                         dirty: true,
+                        topic_id: self.checkpoint_ids.remove(&sp),
                         ..Default::default()
                     },
                 );
-                let at = self.check_range(&sp, from);
+                let at = match &ids {
+                    Some(ids) => self.check_range(&sp, from, ids),
+                    None => from,
+                };
                 if let Some(state) = st.lock().get_mut(&sp) {
                     state.read_next = at;
                 }
@@ -158,46 +169,6 @@ impl Runner<'_> {
                 .map_err(|e| format!("assign: {e}"))?;
         }
         Ok(())
-    }
-
-    /// Finds partitions whose source log now ends before what was already
-    /// read (the topic was recreated or truncated), which a broker does not
-    /// always signal with an out-of-range error, and handles them like one.
-    /// One ListOffsets per partition, so it runs with the config sync.
-    pub(super) fn check_shrunk(&self) {
-        let st = &self.setup.state;
-        let parts: Vec<(SourcePartition, i64)> = st
-            .lock()
-            .iter()
-            .map(|(k, p)| (k.clone(), p.read_next))
-            .collect();
-        for (sp, at) in parts {
-            let ends_before = self
-                .source_admin
-                .watermarks(&sp.topic, sp.partition)
-                .is_ok_and(|(_, high)| high < at);
-            if !ends_before {
-                continue;
-            }
-            let to = self.check_range(&sp, at);
-            if to != at {
-                if let Some(p) = st.lock().get_mut(&sp) {
-                    p.read_next = to;
-                    p.source_end = -1;
-                }
-                if let Err(e) = self.source.seek(
-                    &sp.topic,
-                    sp.partition,
-                    Offset::Offset(to),
-                    std::time::Duration::from_secs(10),
-                ) {
-                    st.error(format!(
-                        "cannot seek {}[{}] to {to}: {e}",
-                        sp.topic, sp.partition
-                    ));
-                }
-            }
-        }
     }
 
     /// Brings target topic configs in line with the source's.
@@ -225,6 +196,30 @@ impl Runner<'_> {
     /// Writes the maps of partitions that changed to the state topic.
     pub(super) fn checkpoint(&self) {
         let st = &self.setup.state;
+        // Ids before maps: a map is never saved under an older id than its
+        // own, or a restart would take it for a recreated topic's.
+        let ids: Vec<(String, String)> = st
+            .lock()
+            .iter_mut()
+            .filter(|(_, p)| p.topic_id_dirty)
+            .filter_map(|(k, p)| {
+                p.topic_id_dirty = false;
+                Some((topic_id_key(&st.cfg.id, k), p.topic_id?.to_string()))
+            })
+            .collect();
+        for (key, value) in ids {
+            let rec = BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT)
+                .key(&key)
+                .payload(&value);
+            if let Err((e, _)) = self.producer.send(rec) {
+                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot queue a topic id; will retry");
+                if let Some(sp) = super::state::parse_topic_id_key(&st.cfg.id, &key) {
+                    if let Some(p) = st.lock().get_mut(&sp) {
+                        p.topic_id_dirty = true;
+                    }
+                }
+            }
+        }
         let dirty: Vec<(String, Vec<u8>)> = st
             .lock()
             .iter_mut()

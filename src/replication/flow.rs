@@ -233,6 +233,8 @@ pub(super) struct Runner<'a> {
     pub(super) assigned: BTreeMap<String, i32>,
     /// Checkpointed maps not yet claimed by an assignment.
     pub(super) checkpoints: HashMap<SourcePartition, OffsetMap>,
+    /// The source topic ids saved with those maps.
+    pub(super) checkpoint_ids: HashMap<SourcePartition, uuid::Uuid>,
 }
 
 fn base_config(bootstrap: &str) -> ClientConfig {
@@ -286,8 +288,9 @@ impl<'a> Runner<'a> {
         let source_admin = Admin::new(st.cfg.source.as_str(), &setup.source, setup.rt.clone())?;
         let target_admin = Admin::new(st.cfg.target.as_str(), &setup.target, setup.rt.clone())?;
         ensure_state_topic(&target_admin, &setup.state_topic)?;
-        let (checkpoints, watches) = load_checkpoints(&setup.target, &setup.state_topic, &cfg.id)?;
-        setup.orphans.resume(&cfg.id, watches);
+        let saved = load_checkpoints(&setup.target, &setup.state_topic, &cfg.id)?;
+        let checkpoints = saved.maps;
+        setup.orphans.resume(&cfg.id, saved.watches);
         tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), "flow started");
         Ok(Runner {
             setup,
@@ -297,6 +300,7 @@ impl<'a> Runner<'a> {
             target_admin,
             assigned: BTreeMap::new(),
             checkpoints,
+            checkpoint_ids: saved.ids,
         })
     }
 
@@ -440,7 +444,7 @@ impl<'a> Runner<'a> {
     /// reports are served only by the producer's own thread: serving them
     /// here too (`flush`, `poll`) would let two threads record the
     /// acknowledgements of one partition out of order.
-    fn drain(&self) {
+    pub(super) fn drain(&self) {
         let deadline = Instant::now() + TIMEOUT;
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -568,60 +572,44 @@ impl<'a> Runner<'a> {
     }
 
     fn source_error(&self, e: KafkaError) {
-        match e {
-            KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange) => {
-                self.setup.state.error(
-                    "source offset out of range: the source log was truncated or the topic recreated under the engine; \
-                     checking each partition"
-                        .into(),
-                );
-                let parts: Vec<SourcePartition> = self.setup.state.lock().keys().cloned().collect();
-                for sp in parts {
-                    // Read first: check_range locks the state itself.
-                    let read = self
-                        .setup
-                        .state
-                        .lock()
-                        .get(&sp)
-                        .map(|p| p.read_next)
-                        .unwrap_or(0);
-                    let at = self.check_range(&sp, read);
-                    let _ = self
-                        .source
-                        .seek(&sp.topic, sp.partition, Offset::Offset(at), TIMEOUT);
-                }
+        let (what, truncation) = match e {
+            // librdkafka reports an out-of-range fetch as AutoOffsetReset,
+            // as `auto.offset.reset=error` gives it nowhere to go.
+            KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset,
+            ) => ("a source offset is out of range", false),
+            // librdkafka's leader-epoch check after a leader change (KIP-320).
+            KafkaError::MessageConsumption(RDKafkaErrorCode::LogTruncation) => {
+                ("the source consumer found a log truncated under it", true)
             }
-            e => tracing::warn!(flow = %self.setup.state.cfg.id, error = %e, "source consumer"),
-        }
-    }
-
-    /// Checks `at` against the source partition's range, loudly reporting
-    /// truncation (records deleted before they were copied) and recreation
-    /// (the partition is shorter than what was copied). Returns where to read.
-    pub(super) fn check_range(&self, sp: &SourcePartition, at: i64) -> i64 {
-        let st = &self.setup.state;
-        let Ok((low, high)) = self.source_admin.watermarks(&sp.topic, sp.partition) else {
-            return at;
+            e => {
+                tracing::warn!(flow = %self.setup.state.cfg.id, error = %e, "source consumer");
+                return;
+            }
         };
-        if at < low {
-            st.error(format!(
-                "source {}[{}] was truncated under the engine: offsets {at}..{low} were deleted before they were copied",
-                sp.topic, sp.partition
-            ));
-            return low;
+        // The error does not name its partition: check each one.
+        tracing::warn!(flow = %self.setup.state.cfg.id, "{what}; checking each partition");
+        let parts: Vec<(SourcePartition, i64)> = self
+            .setup
+            .state
+            .lock()
+            .iter()
+            .map(|(k, p)| (k.clone(), p.read_next))
+            .collect();
+        let ids = self.source_topic_ids();
+        let mut moved = false;
+        for (sp, read) in parts {
+            let at = self.check_range(&sp, read, &ids);
+            moved |= at != read;
+            self.seek(&sp, at);
         }
-        if at > high {
-            st.error(format!(
-                "source {}[{}] ends at {high} but {at} was already copied: the topic was recreated or truncated; \
-                 copying it again from {low}",
-                sp.topic, sp.partition
+        if truncation && !moved {
+            self.setup.state.error(format!(
+                "{what}, but no partition's log now ends before what was copied, nor has another topic id: \
+                 a truncated log may have grown past the copied offset again, and records written at the reused \
+                 offsets below it were then not copied"
             ));
-            if let Some(p) = st.lock().get_mut(sp) {
-                p.map = OffsetMap::new();
-            }
-            return low;
         }
-        at
     }
 }
 
@@ -685,32 +673,42 @@ fn ensure_state_topic(admin: &Admin, topic: &str) -> Result<(), String> {
     }
 }
 
-/// Reads the state topic: the latest checkpoint of each of this flow's
-/// partitions, and the orphan watches still open (see `super::orphans`).
-#[allow(clippy::type_complexity)]
-fn load_checkpoints(
-    target: &str,
-    state_topic: &str,
-    flow: &str,
-) -> Result<
-    (
-        HashMap<SourcePartition, OffsetMap>,
-        Vec<(SourcePartition, i64)>,
-    ),
-    String,
-> {
+/// What the state topic holds for a flow.
+struct Saved {
+    /// The latest checkpoint of each partition.
+    maps: HashMap<SourcePartition, OffsetMap>,
+    /// The orphan watches still open (see `super::orphans`).
+    watches: Vec<(SourcePartition, i64)>,
+    /// The source topic id each partition's map was started under.
+    ids: HashMap<SourcePartition, uuid::Uuid>,
+}
+
+/// Reads the state topic: what it holds for `flow`.
+fn load_checkpoints(target: &str, state_topic: &str, flow: &str) -> Result<Saved, String> {
     let mut out = HashMap::new();
+    let mut ids = HashMap::new();
     let mut watches: HashMap<SourcePartition, Option<i64>> = HashMap::new();
     for (key, value) in read_partition(target, state_topic, 0, 0)? {
         let Some(key) = key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
         };
+        let text = || value.as_deref().and_then(|v| std::str::from_utf8(v).ok());
         if let Some(sp) = super::orphans::parse_watch_key(flow, key) {
-            let from = value
-                .as_deref()
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.parse().ok());
-            watches.insert(sp, from);
+            watches.insert(sp, text().and_then(|v| v.parse().ok()));
+            continue;
+        }
+        if let Some(sp) = super::state::parse_topic_id_key(flow, key) {
+            match text().map(uuid::Uuid::parse_str) {
+                Some(Ok(id)) => {
+                    ids.insert(sp, id);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(%flow, topic = %sp.topic, partition = sp.partition, error = %e, "ignoring a bad saved topic id")
+                }
+                None => {
+                    ids.remove(&sp);
+                }
+            }
             continue;
         }
         let Some(sp) = parse_checkpoint_key(flow, key) else {
@@ -730,7 +728,11 @@ fn load_checkpoints(
         .into_iter()
         .filter_map(|(sp, from)| Some((sp, from?)))
         .collect();
-    Ok((out, watches))
+    Ok(Saved {
+        maps: out,
+        watches,
+        ids,
+    })
 }
 
 /// A record's key and value.

@@ -6,6 +6,8 @@
 //!   own thread, with crash recovery from checkpoints and provenance;
 //! - `assign`: topic discovery, creation, partition assignment, config sync,
 //!   checkpoints;
+//! - `shrink`: a source log that ends before what was copied, or a topic
+//!   with another id: truncation or recreation, told apart by topic id;
 //! - [`topics`]: admin operations and the durability rules;
 //! - [`provenance`]: the origin header and the loop check (pure);
 //! - [`state`]: per-partition state shared with delivery callbacks, lag;
@@ -20,6 +22,7 @@ pub mod flow;
 pub mod groups;
 pub mod orphans;
 pub mod provenance;
+mod shrink;
 pub mod state;
 pub mod switchover;
 pub mod topics;

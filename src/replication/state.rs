@@ -47,6 +47,12 @@ pub struct PartState {
     /// A permanent produce error happened; the flow rewinds the partition
     /// to its frontier once nothing is in flight.
     pub failed: bool,
+    /// The source topic's id when the map was started (`None`: not known,
+    /// from an old checkpoint or a broker without topic ids). A shrunk log
+    /// under the same id is a truncation; another id is a new topic.
+    pub topic_id: Option<uuid::Uuid>,
+    /// `topic_id` changed since the last checkpoint.
+    pub topic_id_dirty: bool,
 }
 
 impl PartState {
@@ -231,6 +237,18 @@ pub fn parse_checkpoint_key(flow: &str, key: &str) -> Option<SourcePartition> {
     })
 }
 
+/// The state topic key of the source topic id a partition's map belongs
+/// to. A key of its own, so checkpoints written before ids were kept, and
+/// kflips that do not know it, read the same.
+pub fn topic_id_key(flow: &str, sp: &SourcePartition) -> String {
+    format!("topic-id|{}", checkpoint_key(flow, sp))
+}
+
+/// Parses a topic id key back; `None` for another flow's or a foreign key.
+pub fn parse_topic_id_key(flow: &str, key: &str) -> Option<SourcePartition> {
+    parse_checkpoint_key(flow, key.strip_prefix("topic-id|")?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,8 +260,12 @@ mod tests {
             partition: 4,
         };
         let k = checkpoint_key("dc1->dc2", &sp);
-        assert_eq!(parse_checkpoint_key("dc1->dc2", &k), Some(sp));
+        assert_eq!(parse_checkpoint_key("dc1->dc2", &k), Some(sp.clone()));
         assert_eq!(parse_checkpoint_key("dc2->dc1", &k), None);
         assert_eq!(parse_checkpoint_key("dc1->dc2", "dc1->dc2|t|x"), None);
+        let id = topic_id_key("dc1->dc2", &sp);
+        assert_eq!(parse_topic_id_key("dc1->dc2", &id), Some(sp.clone()));
+        assert_eq!(parse_checkpoint_key("dc1->dc2", &id), None);
+        assert_eq!(parse_topic_id_key("dc1->dc2", &k), None);
     }
 }
