@@ -1,8 +1,8 @@
 //! Failover RTO benchmark: how long clients that run across a switch are
 //! without service after `proxy.active` changes, planned and disaster.
 //!
-//! Run with `cargo bench --bench failover`. Two tansu clusters (sqlite
-//! storage, like the tests), topic `fo-rto` with one partition created on
+//! Run with `cargo bench --bench failover`. Two clusters (Apache Kafka 4.4 by
+//! default; tansu on sqlite storage with `KFLIP_BROKER=tansu`), topic `fo-rto` with one partition created on
 //! dc1 (the engine creates it on dc2), and one `kflip run` with flows
 //! dc1 -> dc2 and dc2 -> dc1. Through the proxy, for the whole run:
 //! - one idempotent rdkafka `ThreadedProducer` (linger.ms 0) sends a record

@@ -1,5 +1,6 @@
-//! End-to-end replication benchmark: `kflip replicate` between two tansu
-//! brokers, against the target broker's own produce throughput.
+//! End-to-end replication benchmark: `kflip replicate` between two brokers
+//! (Apache Kafka 4.4 by default, tansu with `KFLIP_BROKER=tansu`), against
+//! the target broker's own produce throughput.
 //!
 //! Run with `cargo bench --bench replication`. For 1 KiB records it measures:
 //! - **baseline**: an rdkafka producer writing straight to the target broker
@@ -22,9 +23,10 @@
 //!   the value, and consumers on the source (the direct path, for
 //!   reference) and on the target compute each record's end-to-end latency.
 //!
-//! Both brokers use tansu's memory engine (sqlite tops out near 60 MB/s) and
-//! are restarted before every measurement, because that engine slows down as
-//! it fills. Per-process CPU time (client, each broker, kflip) comes from
+//! Every measurement starts on empty brokers: a freshly formatted Apache
+//! Kafka cluster (full JIT, 1 GiB heap; `KFLIP_BROKER_JVM` overrides), or a
+//! restarted tansu on its memory engine (sqlite tops out near 60 MB/s; the
+//! memory engine slows down as it fills and empties on a restart). Per-process CPU time (client, each broker, kflip) comes from
 //! /proc. The bench prints a table with PASS/MISS against the 0.8x target and
 //! never fails on a miss.
 //!
@@ -242,6 +244,17 @@ impl Throughput {
     }
     fn rec_s(&self) -> f64 {
         self.records as f64 / self.secs
+    }
+}
+
+/// An empty broker for the next measurement: tansu's memory engine empties
+/// on a restart (and slows down as it fills); Apache Kafka keeps its log
+/// over a restart, so it gets a freshly formatted cluster instead.
+fn fresh(b: &mut Broker, name: &str) {
+    if b.kind() == support::Kind::Kafka {
+        *b = Broker::start_with(name, Storage::Memory);
+    } else {
+        b.restart();
     }
 }
 
@@ -572,8 +585,8 @@ fn replicate(
     partitions: i32,
     tuning: &Tuning,
 ) -> Replicated {
-    source.restart();
-    target.restart();
+    fresh(source, "src");
+    fresh(target, "dst");
     create_topic(&source.addr(), TOPIC, partitions);
     {
         let p = engine_like_producer(&source.addr());
@@ -712,8 +725,8 @@ fn latency(
     secs: usize,
     tuning: &Tuning,
 ) -> (Latencies, Latencies, usize, Cpu, f64) {
-    source.restart();
-    target.restart();
+    fresh(source, "src");
+    fresh(target, "dst");
     create_topic(&source.addr(), TOPIC, 1);
     let kflip = Kflip::spawn("replicate", &flow_yaml(source, target, tuning), "warn");
     let stop = Arc::new(AtomicBool::new(false));
@@ -850,6 +863,11 @@ fn main() {
             },
         ],
     };
+    // Apache Kafka with its full JIT and room to work, as in the proxy
+    // bench (the tests' brokers run C1-only with a small heap).
+    if std::env::var_os("KFLIP_BROKER_JVM").is_none() {
+        std::env::set_var("KFLIP_BROKER_JVM", "-Xms1g -Xmx1g -XX:+UseG1GC");
+    }
     let started = Instant::now();
     eprintln!(
         "kflip replication bench: {n} x {RECORD} B records, {partitions} partition(s), {rounds} rounds"
@@ -875,7 +893,7 @@ fn main() {
     };
     for round in 0..rounds {
         if want("baseline") {
-            target.restart();
+            fresh(&mut target, "dst");
             let t = baseline(&target, &source, n, partitions);
             eprintln!(
                 "baseline round {round}: {:6.1} MB/s {:7.0} rec/s",

@@ -76,7 +76,12 @@ impl Raw {
 
     /// The advertised versions, by API key.
     pub fn versions(&mut self) -> Vec<(ApiKey, VersionRange)> {
-        let (r, _): (ApiVersionsResponse, _) = self.call(&ApiVersionsRequest::default(), 3);
+        // Apache Kafka refuses v3+ with an empty client software name
+        // (INVALID_REQUEST): KIP-511 requires one.
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kflip-test"))
+            .with_client_software_version(StrBytes::from_static_str("1"));
+        let (r, _): (ApiVersionsResponse, _) = self.call(&req, 3);
         assert_eq!(r.error_code, 0);
         r.api_keys
             .iter()
