@@ -113,6 +113,7 @@ impl ProducerContext for Deliver {
             Err((e, m)) => {
                 if source_offset == CHECKPOINT {
                     tracing::warn!(flow = %self.0.cfg.id, error = %e, "checkpoint write failed; will retry");
+                    self.0.retry_checkpoint(m.key());
                     return;
                 }
                 if source_offset == RESTORED {
@@ -666,10 +667,13 @@ fn ensure_state_topic(admin: &Admin, topic: &str) -> Result<(), String> {
     cfg.insert("cleanup.policy".to_string(), "compact".to_string());
     match admin.create_topic(topic, 1, rf, &cfg) {
         Ok(_) => Ok(()),
-        // Some brokers refuse the config; a plain topic works the same.
-        Err(_) => admin
-            .create_topic(topic, 1, rf, &BTreeMap::new())
-            .map(|_| ()),
+        // Some brokers (tansu 0.6) refuse the config; a plain topic works
+        // the same, but keeps every checkpoint ever written.
+        Err(e) => {
+            admin.create_topic(topic, 1, rf, &BTreeMap::new())?;
+            tracing::error!(topic, error = %e, "the state topic was created without cleanup.policy=compact (the broker refused it): it keeps every checkpoint and grows without bound; set the policy on it by hand");
+            Ok(())
+        }
     }
 }
 

@@ -143,29 +143,39 @@ impl Engine {
                 .map(|c| c.bootstrap.clone())
                 .unwrap_or_default()
         };
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let mut keep = Vec::new();
-        for r in running.drain(..) {
-            let same = wanted
-                .iter()
-                .any(|w| *w == r.cfg && (boot(&w.source), boot(&w.target)) == r.bootstraps);
-            if same {
-                keep.push(r);
-            } else {
-                tracing::info!(flow = %r.cfg.id, "stopping flow (removed or changed)");
-                stop(r);
-            }
+        // Flows to stop leave the table under the lock and are stopped
+        // outside it: a stop joins the flow's thread (a final checkpoint,
+        // seconds at worst), and the proxy's async paths (commits, lag, a
+        // switch) take this lock.
+        let stopping: Vec<Running> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let (keep, stopping): (Vec<Running>, Vec<Running>) = running.drain(..).partition(|r| {
+                wanted
+                    .iter()
+                    .any(|w| *w == r.cfg && (boot(&w.source), boot(&w.target)) == r.bootstraps)
+            });
+            *running = keep;
+            self.flows
+                .set(running.iter().map(|r| r.slot.clone()).collect());
+            stopping
+        };
+        for r in stopping {
+            tracing::info!(flow = %r.cfg.id, "stopping flow (removed or changed)");
+            stop(r);
         }
+        // Started only once the flows they replace have stopped, so two
+        // threads never copy one flow.
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         for w in wanted {
-            if keep.iter().any(|r| r.cfg.id == w.id) {
+            if running.iter().any(|r| r.cfg.id == w.id) {
                 continue;
             }
             let bootstraps = (boot(&w.source), boot(&w.target));
-            keep.push(self.start(w, bootstraps, state_topic.clone()));
+            let started = self.start(w, bootstraps, state_topic.clone());
+            running.push(started);
         }
         self.flows
-            .set(keep.iter().map(|r| r.slot.clone()).collect());
-        *running = keep;
+            .set(running.iter().map(|r| r.slot.clone()).collect());
     }
 
     fn start(
@@ -187,10 +197,16 @@ impl Engine {
             slot: slot.clone(),
             orphans: self.orphans.clone(),
         };
-        let thread = std::thread::Builder::new()
+        let thread = match std::thread::Builder::new()
             .name(format!("kflip-flow-{}", cfg.id))
             .spawn(move || flow::run(start))
-            .ok();
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(flow = %cfg.id, error = %e, "cannot start the flow's thread: nothing is copied for this flow; retried at the next config reload");
+                None
+            }
+        };
         let groups_stop = CancellationToken::new();
         let last_sync = Arc::new(Mutex::new(groups::SyncReport::default()));
         self.rt.spawn(groups::sync_loop(
@@ -214,9 +230,12 @@ impl Engine {
 
     /// Stops every flow, each after a final checkpoint.
     pub fn shutdown(&self) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        self.flows.set(Vec::new());
-        for r in running.drain(..) {
+        let stopping: Vec<Running> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            self.flows.set(Vec::new());
+            running.drain(..).collect()
+        };
+        for r in stopping {
             stop(r);
         }
     }
@@ -329,11 +348,20 @@ impl Engine {
     }
 }
 
+/// Stops a flow and waits for its thread (which checkpoints last). Never
+/// call it with `Engine::running` locked.
 fn stop(mut r: Running) {
     r.stop.store(true, Ordering::Relaxed);
     r.groups_stop.cancel();
     if let Some(t) = r.thread.take() {
-        let _ = t.join();
+        if let Err(panic) = t.join() {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(flow = %r.cfg.id, panic = %why, "the flow's thread panicked; its last progress may not be checkpointed (a restart recovers it from the target)");
+        }
     }
 }
 

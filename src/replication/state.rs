@@ -116,6 +116,24 @@ impl FlowState {
         }
     }
 
+    /// Marks the partition whose checkpoint (or topic id) record with this
+    /// state-topic key failed to be written, so the next checkpoint pass
+    /// writes it again.
+    pub fn retry_checkpoint(&self, key: Option<&[u8]>) {
+        let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
+            return;
+        };
+        if let Some(sp) = parse_checkpoint_key(&self.cfg.id, key) {
+            if let Some(p) = self.lock().get_mut(&sp) {
+                p.dirty = true;
+            }
+        } else if let Some(sp) = parse_topic_id_key(&self.cfg.id, key) {
+            if let Some(p) = self.lock().get_mut(&sp) {
+                p.topic_id_dirty = true;
+            }
+        }
+    }
+
     /// Locks the partition table.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SourcePartition, PartState>> {
         self.parts.lock().unwrap_or_else(|e| e.into_inner())
