@@ -114,9 +114,36 @@ pub(crate) struct Tracker {
     pub(crate) commits_changed: tokio::sync::Notify,
 }
 
+/// Keeps an id table keyed by what clients send within [`MAX_IDS`]: ids of
+/// older epochs go first; if the current epoch alone is over the bound (a
+/// client inventing ids), the table starts again. Forgotten ids are no
+/// longer fenced after a switch, which is what their owners then see; the
+/// proxy's memory never grows with a client's inventiveness.
 fn prune<K: Clone + Eq + std::hash::Hash>(map: &mut HashMap<K, u64>, current: u64) {
     if map.len() > MAX_IDS {
         map.retain(|_, e| *e >= current);
+    }
+    if map.len() > MAX_IDS {
+        tracing::warn!(
+            ids = map.len(),
+            "more member or producer ids in one switch epoch than kflip tracks; forgetting them"
+        );
+        map.clear();
+    }
+}
+
+/// The same bound for the consumers table: clients whose groups are all
+/// from older epochs go first, then everything.
+fn prune_consumers(map: &mut HashMap<ClientKey, HashMap<String, u64>>, current: u64) {
+    if map.len() > MAX_IDS {
+        map.retain(|_, groups| groups.values().any(|&e| e >= current));
+    }
+    if map.len() > MAX_IDS {
+        tracing::warn!(
+            clients = map.len(),
+            "more group clients in one switch epoch than kflip tracks; forgetting them"
+        );
+        map.clear();
     }
 }
 
@@ -157,6 +184,7 @@ impl Tracker {
         if first < epoch {
             return true;
         }
+        prune_consumers(&mut inner.consumers, epoch);
         inner
             .consumers
             .entry(key.clone())
@@ -186,6 +214,7 @@ impl Tracker {
                 let mut inner = self.lock();
                 prune(&mut inner.members, epoch);
                 inner.members.insert(member.to_string(), epoch);
+                prune_consumers(&mut inner.consumers, epoch);
                 inner
                     .consumers
                     .entry(key.clone())
@@ -759,5 +788,25 @@ mod tests {
         assert_eq!(dirty[0].2[&("t".into(), 0)], 9);
         assert!(t.take_dirty().is_empty());
         assert_eq!(t.commits_on(&dc1)["g"].len(), 2);
+    }
+
+    #[test]
+    fn invented_member_ids_never_grow_the_tables_past_the_bound() {
+        let t = Tracker::default();
+        for i in 0..(MAX_IDS + 10) {
+            let key: ClientKey = (format!("c{i}"), IpAddr::from([127, 0, 0, 1]));
+            t.group_request(&key, "g", &format!("m{i}"), 1, 0);
+        }
+        let inner = t.lock();
+        assert!(
+            inner.members.len() <= MAX_IDS + 1,
+            "{}",
+            inner.members.len()
+        );
+        assert!(
+            inner.consumers.len() <= MAX_IDS + 1,
+            "{}",
+            inner.consumers.len()
+        );
     }
 }
