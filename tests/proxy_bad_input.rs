@@ -171,3 +171,31 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(k.log().contains("shutting down"));
     assert!(k.log().contains("stopped"));
 }
+
+#[test]
+fn a_taken_virtual_broker_port_stops_kflip_at_start_and_names_it() {
+    let b = support::shared_broker();
+    // kflip listens on `port`; virtual broker 0 would listen on port + 1,
+    // which another program holds.
+    let (port, _taken) = wait_for("two adjacent free ports", Duration::from_secs(10), || {
+        let p = support::free_port();
+        let taken = std::net::TcpListener::bind(("127.0.0.1", p.checked_add(1)?)).ok()?;
+        Some((p, taken))
+    });
+    let yaml = format!(
+        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:{port}\"\n  active: dc1\n",
+        b.addr()
+    );
+    let mut k = Kflip::spawn("proxy", &yaml, "kflip=debug,info");
+    wait_for("kflip to exit", Duration::from_secs(30), || {
+        (!k.running()).then_some(())
+    });
+    let log = k.log();
+    assert!(
+        log.contains(&format!(
+            "cannot listen on 127.0.0.1:{} for virtual broker 0",
+            port + 1
+        )),
+        "{log}"
+    );
+}

@@ -95,15 +95,21 @@ pub(crate) async fn ensure(shared: &Arc<Shared>, slot: VirtualNodeId) -> Result<
     }
     let port = l.base.map(|b| b + slot.0 as u16).unwrap_or(0);
     let addr = format!("{}:{}", bracket(&l.host), port);
+    let refused = |addr: String, source| {
+        let e = ProxyError::BrokerPort {
+            addr,
+            slot: slot.0,
+            source,
+        };
+        tracing::error!(error = %e, "virtual broker listener");
+        e
+    };
     let listener = TcpListener::bind(&addr)
         .await
-        .map_err(|source| ProxyError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+        .map_err(|source| refused(addr.clone(), source))?;
     let port = listener
         .local_addr()
-        .map_err(|source| ProxyError::Bind { addr, source })?
+        .map_err(|source| refused(addr, source))?
         .port();
     tracing::debug!(slot = slot.0, port, "virtual broker listener bound");
     l.ports

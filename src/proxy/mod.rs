@@ -58,6 +58,17 @@ pub enum ProxyError {
         /// Why.
         source: std::io::Error,
     },
+    /// A virtual broker's listener could not be bound: clients told to
+    /// connect there would find nothing (or another program).
+    #[error("cannot listen on {addr} for virtual broker {slot}: {source}; virtual broker n listens on proxy.broker_port_base + n (default: proxy.listen's port + 1 + n): free the port or set proxy.broker_port_base")]
+    BrokerPort {
+        /// The address.
+        addr: String,
+        /// The virtual broker.
+        slot: i32,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// State shared by every listener and connection.
@@ -190,7 +201,22 @@ pub async fn start(
         advertised_host = %p.advertised_host,
         "proxy listening"
     );
-    tokio::spawn(upstream::discover(shared.clone(), p.active.clone()));
+    // One discovery of the active cluster before serving, so a virtual
+    // broker port that is taken stops kflip here, with the port named,
+    // instead of leaving clients to retry a broker that never answers. A
+    // cluster that does not answer yet is discovered in the background.
+    let first = tokio::time::timeout(
+        p.connect_timeout,
+        upstream::discover_once(&shared, &p.active),
+    )
+    .await;
+    match first {
+        Ok(Err(upstream::DiscoverError::Listen(e))) => return Err(e),
+        Ok(Ok(n)) => tracing::debug!(cluster = %p.active, brokers = n, "cluster discovered"),
+        _ => {
+            tokio::spawn(upstream::discover(shared.clone(), p.active.clone()));
+        }
+    }
     tokio::spawn(follow_config(shared.clone(), config));
     tokio::spawn(failover::feed_engine(shared.clone()));
     Ok(ProxyHandle { bootstrap, shared })

@@ -36,7 +36,27 @@ pub(crate) async fn discover(shared: Arc<Shared>, cluster: ClusterName) {
     }
 }
 
-async fn discover_once(shared: &Arc<Shared>, cluster: &ClusterName) -> Result<usize, String> {
+/// Why a discovery failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DiscoverError {
+    /// The cluster did not answer, or answered nothing usable.
+    #[error("{0}")]
+    Cluster(String),
+    /// A virtual broker's listener could not be bound.
+    #[error(transparent)]
+    Listen(super::ProxyError),
+}
+
+impl From<String> for DiscoverError {
+    fn from(e: String) -> Self {
+        DiscoverError::Cluster(e)
+    }
+}
+
+pub(crate) async fn discover_once(
+    shared: &Arc<Shared>,
+    cluster: &ClusterName,
+) -> Result<usize, DiscoverError> {
     let versions = cluster_versions(shared, cluster).await?;
     let bootstrap = bootstrap_of(shared, cluster)?;
     let timeout = shared.proxy_config().connect_timeout;
@@ -61,7 +81,7 @@ async fn discover_once(shared: &Arc<Shared>, cluster: &ClusterName) -> Result<us
         let slot = slot.map_err(|e| e.to_string())?;
         listeners::ensure(shared, slot)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(DiscoverError::Listen)?;
     }
     Ok(brokers.len())
 }
