@@ -17,6 +17,7 @@
 //! CRC-32C that covers them is recomputed.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -50,7 +51,7 @@ pub enum ParseError {
     Magic(i8),
 }
 
-fn unsupported(api: ApiKey, version: i16) -> ParseError {
+pub(super) fn unsupported(api: ApiKey, version: i16) -> ParseError {
     ParseError::Unsupported {
         api: api as i16,
         version,
@@ -59,44 +60,44 @@ fn unsupported(api: ApiKey, version: i16) -> ParseError {
 
 /// A [`Reader`] that knows whether the message uses the flexible (compact)
 /// encodings, and names the field in its errors.
-struct Walk<'a> {
+pub(super) struct Walk<'a> {
     r: Reader<'a>,
     flexible: bool,
 }
 
 impl<'a> Walk<'a> {
-    fn new(buf: &'a [u8], flexible: bool) -> Self {
+    pub(super) fn new(buf: &'a [u8], flexible: bool) -> Self {
         Self::at(buf, 0, flexible)
     }
 
-    fn at(buf: &'a [u8], pos: usize, flexible: bool) -> Self {
+    pub(super) fn at(buf: &'a [u8], pos: usize, flexible: bool) -> Self {
         Walk {
             r: Reader::new(buf, pos),
             flexible,
         }
     }
 
-    fn pos(&self) -> usize {
+    pub(super) fn pos(&self) -> usize {
         self.r.pos()
     }
 
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
+    pub(super) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
         self.r.take(n).map_err(|_| ParseError::Malformed(what))
     }
 
-    fn skip(&mut self, n: usize, what: &'static str) -> Result<(), ParseError> {
+    pub(super) fn skip(&mut self, n: usize, what: &'static str) -> Result<(), ParseError> {
         self.take(n, what).map(|_| ())
     }
 
-    fn i16(&mut self, what: &'static str) -> Result<i16, ParseError> {
+    pub(super) fn i16(&mut self, what: &'static str) -> Result<i16, ParseError> {
         self.r.i16().map_err(|_| ParseError::Malformed(what))
     }
 
-    fn i32(&mut self, what: &'static str) -> Result<i32, ParseError> {
+    pub(super) fn i32(&mut self, what: &'static str) -> Result<i32, ParseError> {
         self.r.i32().map_err(|_| ParseError::Malformed(what))
     }
 
-    fn i64(&mut self, what: &'static str) -> Result<i64, ParseError> {
+    pub(super) fn i64(&mut self, what: &'static str) -> Result<i64, ParseError> {
         let b = self.take(8, what)?;
         let b: [u8; 8] = b.try_into().map_err(|_| ParseError::Malformed(what))?;
         Ok(i64::from_be_bytes(b))
@@ -104,7 +105,11 @@ impl<'a> Walk<'a> {
 
     /// The length of a nullable string or byte array; `None` for null.
     /// Classic strings have an i16 length, classic bytes an i32 one.
-    fn len(&mut self, wide: bool, what: &'static str) -> Result<Option<usize>, ParseError> {
+    pub(super) fn len(
+        &mut self,
+        wide: bool,
+        what: &'static str,
+    ) -> Result<Option<usize>, ParseError> {
         let bad = |_| ParseError::Malformed(what);
         if self.flexible {
             return Ok(self
@@ -128,7 +133,7 @@ impl<'a> Walk<'a> {
     }
 
     /// A nullable string.
-    fn str_opt(&mut self, what: &'static str) -> Result<Option<String>, ParseError> {
+    pub(super) fn str_opt(&mut self, what: &'static str) -> Result<Option<String>, ParseError> {
         let Some(n) = self.len(false, what)? else {
             return Ok(None);
         };
@@ -139,12 +144,12 @@ impl<'a> Walk<'a> {
     }
 
     /// A string that may not be null.
-    fn str(&mut self, what: &'static str) -> Result<String, ParseError> {
+    pub(super) fn str(&mut self, what: &'static str) -> Result<String, ParseError> {
         self.str_opt(what)?.ok_or(ParseError::Malformed(what))
     }
 
     /// Skips a nullable string without decoding it.
-    fn skip_str(&mut self, what: &'static str) -> Result<(), ParseError> {
+    pub(super) fn skip_str(&mut self, what: &'static str) -> Result<(), ParseError> {
         if let Some(n) = self.len(false, what)? {
             self.skip(n, what)?;
         }
@@ -152,7 +157,7 @@ impl<'a> Walk<'a> {
     }
 
     /// Nullable bytes; returns where they lie in the buffer.
-    fn bytes(&mut self, what: &'static str) -> Result<Option<Range<usize>>, ParseError> {
+    pub(super) fn bytes(&mut self, what: &'static str) -> Result<Option<Range<usize>>, ParseError> {
         let Some(n) = self.len(true, what)? else {
             return Ok(None);
         };
@@ -163,14 +168,14 @@ impl<'a> Walk<'a> {
 
     /// A non-null array's element count. Callers loop over it reading at
     /// least one byte per element, so a huge count just runs out of input.
-    fn array(&mut self, what: &'static str) -> Result<u32, ParseError> {
+    pub(super) fn array(&mut self, what: &'static str) -> Result<u32, ParseError> {
         self.r
             .array_len(self.flexible)
             .map_err(|_| ParseError::Malformed(what))
     }
 
     /// Skips a tagged-field section, in flexible versions only.
-    fn tags(&mut self, what: &'static str) -> Result<(), ParseError> {
+    pub(super) fn tags(&mut self, what: &'static str) -> Result<(), ParseError> {
         if self.flexible {
             self.r
                 .skip_tagged()
@@ -249,8 +254,9 @@ pub fn group_member(body: &[u8], api: ApiKey, version: i16) -> Result<GroupMembe
 /// One partition a Fetch asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchPartition {
-    /// Topic name.
-    pub topic: String,
+    /// Topic name, shared by the topic's entries (a request of many
+    /// partitions of one long name costs the name once).
+    pub topic: Arc<str>,
     /// Partition index.
     pub partition: i32,
     /// The offset the client wants to read from.
@@ -287,7 +293,7 @@ pub fn fetch_request(body: &[u8], version: i16) -> Result<FetchView, ParseError>
     };
     let mut partitions = Vec::new();
     for _ in 0..w.array("topics")? {
-        let topic = w.str("topic")?;
+        let topic: Arc<str> = w.str("topic")?.into();
         for _ in 0..w.array("partitions")? {
             let partition = w.i32("partition")?;
             if version >= 9 {
@@ -404,8 +410,8 @@ pub fn empty_fetch_response(
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOffset {
-    /// Topic name.
-    pub topic: String,
+    /// Topic name, shared by the topic's entries.
+    pub topic: Arc<str>,
     /// Partition index.
     pub partition: i32,
     /// The committed offset, in the offset space of the cluster the client
@@ -466,7 +472,7 @@ fn walk_commit(body: &[u8], version: i16) -> Result<CommitLayout, ParseError> {
     }
     let mut offset_at = Vec::new();
     for _ in 0..w.array("topics")? {
-        let topic = w.str("topic name")?;
+        let topic: Arc<str> = w.str("topic name")?.into();
         for _ in 0..w.array("partitions")? {
             let partition = w.i32("partition_index")?;
             let at = w.pos();
@@ -695,7 +701,7 @@ mod batch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchRef {
     /// Topic name.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Partition index.
     pub partition: i32,
     /// Where the batch (its baseOffset) starts in the request body.
@@ -725,7 +731,7 @@ pub struct ProduceView {
 fn walk_batches(
     body: &[u8],
     range: Range<usize>,
-    topic: &str,
+    topic: &Arc<str>,
     partition: i32,
     out: &mut Vec<BatchRef>,
 ) -> Result<(), ParseError> {
@@ -755,7 +761,7 @@ fn walk_batches(
         let base_sequence = r.i32("baseSequence")?;
         let record_count = r.i32("recordCount")?;
         out.push(BatchRef {
-            topic: topic.to_string(),
+            topic: topic.clone(),
             partition,
             start,
             len,
@@ -781,7 +787,7 @@ pub fn produce_batches(body: &[u8], version: i16) -> Result<ProduceView, ParseEr
     w.skip(2 + 4, "acks, timeout_ms")?;
     let mut batches = Vec::new();
     for _ in 0..w.array("topic_data")? {
-        let topic = w.str("topic name")?;
+        let topic: Arc<str> = w.str("topic name")?.into();
         for _ in 0..w.array("partition_data")? {
             let partition = w.i32("partition index")?;
             if let Some(records) = w.bytes("records")? {

@@ -160,7 +160,7 @@ fn commit_body(version: i16) -> Vec<u8> {
 
 fn expected_offsets(version: i16) -> Vec<CommitOffset> {
     let o = |topic: &str, partition, offset| CommitOffset {
-        topic: topic.to_string(),
+        topic: topic.into(),
         partition,
         offset,
     };
@@ -274,7 +274,7 @@ fn fetch_body(version: i16) -> Vec<u8> {
 
 fn expected_fetch(version: i16) -> FetchView {
     let p = |topic: &str, partition, fetch_offset| FetchPartition {
-        topic: topic.to_string(),
+        topic: topic.into(),
         partition,
         fetch_offset,
     };
@@ -333,7 +333,7 @@ fn empty_fetch_response_decodes_and_lists_every_partition() {
         let want: Vec<_> = view
             .partitions
             .iter()
-            .map(|p| (p.topic.clone(), p.partition))
+            .map(|p| (p.topic.to_string(), p.partition))
             .collect();
         assert_eq!(listed, want);
     }
@@ -459,7 +459,7 @@ fn error_responses_decode_at_every_version() {
             .collect();
         let want: Vec<_> = expected_offsets(v)
             .into_iter()
-            .map(|o| (o.topic, o.partition, 22))
+            .map(|o| (o.topic.to_string(), o.partition, 22))
             .collect();
         assert_eq!(got, want, "v{v}");
         assert_eq!(r.topics.len(), if v >= 2 { 2 } else { 1 });
@@ -636,7 +636,7 @@ fn produce_batches_finds_every_batch() {
                 assert_eq!(info.record_count, b.record_count);
                 assert!(batch_crc_ok(&body, b));
                 (
-                    b.topic.as_str(),
+                    &*b.topic,
                     b.partition,
                     b.producer_id,
                     b.producer_epoch,
@@ -826,7 +826,7 @@ proptest! {
         len in any::<usize>(),
     ) {
         let b = BatchRef {
-            topic: String::new(),
+            topic: "".into(),
             partition: 0,
             start: start % 256,
             len: len % 256,
@@ -875,4 +875,44 @@ fn produce_response_offsets_keep_accepted_partitions() {
             assert!(produce_response_offsets(&bytes[..cut], v).is_err());
         }
     }
+}
+
+/// A crafted OffsetCommit v2: one topic whose name is as long as the
+/// protocol allows, with `n` partitions of 14 bytes each.
+fn long_name_commit(n: i32) -> Vec<u8> {
+    let mut b = Vec::new();
+    let s = |b: &mut Vec<u8>, x: &[u8]| {
+        b.extend_from_slice(&(x.len() as i16).to_be_bytes());
+        b.extend_from_slice(x);
+    };
+    s(&mut b, b"g");
+    b.extend_from_slice(&1i32.to_be_bytes());
+    s(&mut b, b"m");
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    s(&mut b, &vec![b'x'; i16::MAX as usize]);
+    b.extend_from_slice(&n.to_be_bytes());
+    for p in 0..n {
+        b.extend_from_slice(&p.to_be_bytes());
+        b.extend_from_slice(&7i64.to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+    }
+    b
+}
+
+#[test]
+fn a_long_topic_name_is_held_once_however_many_entries_name_it() {
+    // 20,000 entries: 300 KiB on the wire. A copy of the 32 KiB name per
+    // entry would be 650 MB; the entries share one.
+    let n = 20_000;
+    let body = long_name_commit(n);
+    assert!(body.len() < 400 << 10);
+    let view = offset_commit(&body, 2).unwrap();
+    assert_eq!(view.offsets.len(), n as usize);
+    let first = &view.offsets[0].topic;
+    assert_eq!(first.len(), i16::MAX as usize);
+    assert!(view
+        .offsets
+        .iter()
+        .all(|o| std::sync::Arc::ptr_eq(&o.topic, first)));
 }

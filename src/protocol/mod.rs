@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod frame;
 pub mod header;
 pub mod rewrite;
+pub mod txn;
 pub mod varint;
 pub mod versions;
 

@@ -129,7 +129,7 @@ pub(super) async fn intercept(
                 offsets: view
                     .offsets
                     .iter()
-                    .map(|o| ((o.topic.clone(), o.partition), f(o)))
+                    .map(|o| ((o.topic.to_string(), o.partition), f(o)))
                     .collect(),
             };
             let fenced = failover.group_request(
@@ -164,7 +164,7 @@ pub(super) async fn intercept(
                     tracing::info!(client = %key.0, group = %view.group_id, "commit from before the switch translated");
                     let observe = asked(&|o| {
                         offsets
-                            .get(&(o.topic.clone(), o.partition))
+                            .get(&(o.topic.to_string(), o.partition))
                             .copied()
                             .unwrap_or(o.offset)
                     });
@@ -262,10 +262,10 @@ fn translate_commit(
             o.partition,
             o.offset,
         )?;
-        if topic != o.topic {
+        if *topic != *o.topic {
             return None;
         }
-        out.insert((o.topic.clone(), o.partition), t);
+        out.insert((o.topic.to_string(), o.partition), t);
     }
     Some(out)
 }
@@ -401,10 +401,13 @@ async fn remap_producers(
         for b in &view.batches {
             match counts
                 .iter_mut()
-                .find(|(k, _)| k.0 == b.topic && k.1 == b.partition)
+                .find(|(k, _)| *k.0 == *b.topic && k.1 == b.partition)
             {
                 Some((_, n)) => *n += i64::from(b.record_count),
-                None => counts.push(((b.topic.clone(), b.partition), i64::from(b.record_count))),
+                None => counts.push((
+                    (b.topic.to_string(), b.partition),
+                    i64::from(b.record_count),
+                )),
             }
         }
         Observe::Produced(counts)

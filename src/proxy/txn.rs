@@ -27,13 +27,12 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, ProduceResponse,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, ApiKey, EndTxnResponse, ProduceResponse,
+    TxnOffsetCommitResponse,
 };
-use kafka_protocol::protocol::Decodable;
 
 use crate::protocol::failover as wire;
+use crate::protocol::txn::txn_request;
 
 /// Kafka's INVALID_PRODUCER_ID_MAPPING.
 const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
@@ -53,39 +52,14 @@ pub(crate) fn transaction_and_commit(
     version: i16,
     body: &[u8],
 ) -> Option<(TxnOf, bool)> {
-    let mut buf = Bytes::copy_from_slice(body);
-    let mut commits = false;
-    let (id, pid, epoch) = match api {
-        ApiKey::AddPartitionsToTxn if version <= 3 => {
-            let r = AddPartitionsToTxnRequest::decode(&mut buf, version).ok()?;
-            (
-                r.v3_and_below_transactional_id.0,
-                r.v3_and_below_producer_id.0,
-                r.v3_and_below_producer_epoch,
-            )
-        }
-        ApiKey::AddOffsetsToTxn => {
-            let r = AddOffsetsToTxnRequest::decode(&mut buf, version).ok()?;
-            (r.transactional_id.0, r.producer_id.0, r.producer_epoch)
-        }
-        ApiKey::TxnOffsetCommit => {
-            let r = TxnOffsetCommitRequest::decode(&mut buf, version).ok()?;
-            (r.transactional_id.0, r.producer_id.0, r.producer_epoch)
-        }
-        ApiKey::EndTxn => {
-            let r = EndTxnRequest::decode(&mut buf, version).ok()?;
-            commits = r.committed;
-            (r.transactional_id.0, r.producer_id.0, r.producer_epoch)
-        }
-        _ => return None,
-    };
+    let r = txn_request(api, version, body).ok()?;
     Some((
         TxnOf {
-            transactional_id: id.to_string(),
-            producer_id: pid,
-            producer_epoch: epoch,
+            transactional_id: r.transactional_id,
+            producer_id: r.producer_id,
+            producer_epoch: r.producer_epoch,
         },
-        commits,
+        r.committed,
     ))
 }
 
@@ -134,19 +108,17 @@ pub(crate) fn answer(
     body: &[u8],
     fresh: Option<(i64, i16)>,
 ) -> Result<Bytes, String> {
-    let mut buf = Bytes::copy_from_slice(body);
+    let r = txn_request(api, version, body).map_err(|e| format!("bad {api:?} request: {e}"))?;
     match api {
         ApiKey::AddPartitionsToTxn => {
-            let r = AddPartitionsToTxnRequest::decode(&mut buf, version)
-                .map_err(|e| format!("bad {api:?} request: {e}"))?;
             let topics = r
-                .v3_and_below_topics
+                .topics
                 .iter()
-                .map(|t| {
+                .map(|(name, partitions)| {
                     AddPartitionsToTxnTopicResult::default()
-                        .with_name(t.name.clone())
+                        .with_name(wire::topic_name(name))
                         .with_results_by_partition(
-                            t.partitions
+                            partitions
                                 .iter()
                                 .map(|&p| {
                                     AddPartitionsToTxnPartitionResult::default()
@@ -167,20 +139,18 @@ pub(crate) fn answer(
             wire::response_frame(&resp, "AddOffsetsToTxn", version, correlation_id)
         }
         ApiKey::TxnOffsetCommit => {
-            let r = TxnOffsetCommitRequest::decode(&mut buf, version)
-                .map_err(|e| format!("bad {api:?} request: {e}"))?;
             let topics = r
                 .topics
                 .iter()
-                .map(|t| {
+                .map(|(name, partitions)| {
                     TxnOffsetCommitResponseTopic::default()
-                        .with_name(t.name.clone())
+                        .with_name(wire::topic_name(name))
                         .with_partitions(
-                            t.partitions
+                            partitions
                                 .iter()
-                                .map(|p| {
+                                .map(|&p| {
                                     TxnOffsetCommitResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
+                                        .with_partition_index(p)
                                         .with_error_code(INVALID_PRODUCER_ID_MAPPING)
                                 })
                                 .collect(),
@@ -191,8 +161,6 @@ pub(crate) fn answer(
             wire::response_frame(&resp, "TxnOffsetCommit", version, correlation_id)
         }
         ApiKey::EndTxn => {
-            let r = EndTxnRequest::decode(&mut buf, version)
-                .map_err(|e| format!("bad {api:?} request: {e}"))?;
             let code = if r.committed {
                 INVALID_PRODUCER_ID_MAPPING
             } else {
@@ -223,7 +191,7 @@ pub(crate) fn produce_answer(
             .with_base_offset(-1)
             .with_log_append_time_ms(-1)
             .with_log_start_offset(-1);
-        match topics.iter_mut().find(|t| t.name.as_str() == b.topic) {
+        match topics.iter_mut().find(|t| t.name.as_str() == &*b.topic) {
             Some(t) => {
                 if !t.partition_responses.iter().any(|p| p.index == b.partition) {
                     t.partition_responses.push(part);
