@@ -635,8 +635,15 @@ fn copy_headers(m: &BorrowedMessage<'_>, decision: &Decision) -> OwnedHeaders {
     let headers = m.headers();
     let n = headers.map(|h| h.count()).unwrap_or(0);
     let mut out = OwnedHeaders::new_with_capacity(n + 1);
+    // A new origin replaces whatever `kflip-origin` the record carried (an
+    // unparsable or forwarded one): a copy carries exactly one, or the
+    // flow back would read the stale one first and copy it again.
+    let replacing = matches!(decision, Decision::CopyNew(_));
     if let Some(h) = headers {
         for hdr in h.iter() {
+            if replacing && hdr.key == provenance::HEADER {
+                continue;
+            }
             out = out.insert(Header {
                 key: hdr.key,
                 value: hdr.value,

@@ -66,7 +66,8 @@ impl Origin {
 /// What to do with one source record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Copy it and add this header (the record had none).
+    /// Copy it with this header (replacing any `kflip-origin` header it
+    /// had that was not a flow's).
     CopyNew(Origin),
     /// Copy it, keeping the header it has.
     CopyKeep,
@@ -83,7 +84,15 @@ pub fn decide(
     target: (&str, &str),
     now_ms: i64,
 ) -> Decision {
-    match existing.and_then(Origin::parse) {
+    // A copy always sits in its origin's partition. A header that names
+    // another one was not written by a flow: an application forwarded it
+    // with a record it derived (Kafka Streams forwards headers), or made it
+    // up. Trusted, it would skip a record that was never copied (a loss),
+    // or keep a record bouncing between clusters; the record is new.
+    match existing
+        .and_then(Origin::parse)
+        .filter(|o| o.partition == source.2)
+    {
         Some(o) if o.is_home(target.0, target.1) => Decision::Skip,
         Some(_) => Decision::CopyKeep,
         None => Decision::CopyNew(Origin {
@@ -154,5 +163,13 @@ mod tests {
             decide(Some(b"junk"), ("dc1", "t", 0, 1), ("dc2", "t"), 1),
             Decision::CopyNew(_)
         ));
+        // A header of dc1/t partition 0 on a record in partition 1 of dc2/t
+        // (an application forwarded it): not a copy, so it is copied, as a
+        // record born on dc2.
+        let d = decide(Some(h.as_bytes()), ("dc2", "t", 1, 4), ("dc1", "t"), 9);
+        let Decision::CopyNew(o) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!((o.cluster.as_str(), o.partition, o.offset), ("dc2", 1, 4));
     }
 }
