@@ -162,6 +162,29 @@ pub fn produce(bootstrap: &str, topic: &str, prefix: &str, n: usize, partitions:
     p.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// Produces one record `value` to partition 0 with `origin` as its
+/// `kflip-origin` header, as an application could.
+fn produce_with_origin(bootstrap: &str, topic: &str, value: &str, origin: &[u8]) {
+    let p: ThreadedProducer<DefaultProducerContext> = clients::config(bootstrap)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    let h = OwnedHeaders::new().insert(Header {
+        key: "kflip-origin",
+        value: Some(origin),
+    });
+    p.send(
+        BaseRecord::to(topic)
+            .key(value)
+            .payload(value)
+            .headers(h)
+            .partition(0),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
 pub fn flows(dcs: &TwoClusters, flows: &str) -> String {
     format!(
         "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nreplication:\n  flows:\n{flows}",
@@ -302,8 +325,14 @@ fn active_active_converges_without_loops() {
     ));
     produce(&dcs.dc1.addr(), "topic1", "one-", 300, 1);
     produce(&dcs.dc2.addr(), "topic1", "two-", 300, 1);
-    wait_for("600 records on each side", Duration::from_secs(60), || {
-        (count(&dcs.dc1.addr(), "topic1") >= 600 && count(&dcs.dc2.addr(), "topic1") >= 600)
+    // Headers no flow wrote: an unparsable one on dc1 (it used to start a
+    // loop), and on dc2 one forwarded from a record of dc1 in another
+    // partition (it used to make the flow back skip the record).
+    produce_with_origin(&dcs.dc1.addr(), "topic1", "junk-0", b"not a provenance");
+    let forwarded = format!("{}/topic1/5/0/0", dcs.dc1.cluster_id);
+    produce_with_origin(&dcs.dc2.addr(), "topic1", "fwd-0", forwarded.as_bytes());
+    wait_for("602 records on each side", Duration::from_secs(60), || {
+        (count(&dcs.dc1.addr(), "topic1") >= 602 && count(&dcs.dc2.addr(), "topic1") >= 602)
             .then_some(())
     });
     // A marker written after everything else: once it has crossed in both
@@ -319,7 +348,8 @@ fn active_active_converges_without_loops() {
     });
     let a = values(&read(&dcs.dc1.addr(), "topic1"));
     let b = values(&read(&dcs.dc2.addr(), "topic1"));
-    assert_eq!(a.len(), 602, "every record exactly once on dc1");
+    assert_eq!(a.len(), 604, "every record exactly once on dc1");
+    assert!(a.contains(&"junk-0".to_string()) && b.contains(&"fwd-0".to_string()));
     assert_eq!(a, b, "both clusters hold the same records");
     let mut dedup = a.clone();
     dedup.dedup();
