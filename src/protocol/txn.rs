@@ -15,6 +15,8 @@ pub struct TxnRequest {
     pub transactional_id: String,
     /// The producer id.
     pub producer_id: i64,
+    /// Where the producer id sits in the body; the epoch follows it.
+    pub producer_id_at: usize,
     /// The producer epoch.
     pub producer_epoch: i16,
     /// EndTxn: whether the transaction commits.
@@ -54,6 +56,7 @@ pub fn txn_request(api: ApiKey, version: i16, body: &[u8]) -> Result<TxnRequest,
         ApiKey::TxnOffsetCommit if (0..=5).contains(&version) => {
             r.transactional_id = w.str("transactional_id")?;
             w.skip_str("group_id")?;
+            r.producer_id_at = w.pos();
             r.producer_id = w.i64("producer_id")?;
             r.producer_epoch = w.i16("producer_epoch")?;
             if version >= 3 {
@@ -83,10 +86,20 @@ pub fn txn_request(api: ApiKey, version: i16, body: &[u8]) -> Result<TxnRequest,
     Ok(r)
 }
 
+/// Writes `producer_id` and `producer_epoch` over the request's own, in
+/// place (`at` from [`TxnRequest::producer_id_at`]).
+pub fn set_producer(body: &mut [u8], at: usize, producer_id: i64, producer_epoch: i16) {
+    if let Some(b) = body.get_mut(at..at + 10) {
+        b[..8].copy_from_slice(&producer_id.to_be_bytes());
+        b[8..].copy_from_slice(&producer_epoch.to_be_bytes());
+    }
+}
+
 /// transactional_id, producer_id, producer_epoch: how three of the four
 /// requests begin.
 fn head(w: &mut Walk<'_>, r: &mut TxnRequest) -> Result<(), ParseError> {
     r.transactional_id = w.str("transactional_id")?;
+    r.producer_id_at = w.pos();
     r.producer_id = w.i64("producer_id")?;
     r.producer_epoch = w.i16("producer_epoch")?;
     Ok(())
@@ -188,6 +201,35 @@ mod tests {
             let r = txn_request(ApiKey::TxnOffsetCommit, v, &enc(&m, v)).unwrap();
             assert_eq!((r.producer_id, r.producer_epoch), (10, 4), "v{v}");
             assert_eq!(r.topics, topics, "v{v}");
+        }
+    }
+
+    #[test]
+    fn the_producer_is_patched_in_place_at_every_version() {
+        for v in 0..=5 {
+            let m = TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(s("t")))
+                .with_group_id(GroupId(s("group")))
+                .with_producer_id(ProducerId(10))
+                .with_producer_epoch(4);
+            let mut b = enc(&m, v);
+            let r = txn_request(ApiKey::TxnOffsetCommit, v, &b).unwrap();
+            set_producer(&mut b, r.producer_id_at, 77, 9);
+            let r = txn_request(ApiKey::TxnOffsetCommit, v, &b).unwrap();
+            assert_eq!((r.producer_id, r.producer_epoch), (77, 9), "v{v}");
+            let m = EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("t")))
+                .with_producer_id(ProducerId(10))
+                .with_producer_epoch(4)
+                .with_committed(true);
+            let mut b = enc(&m, v);
+            let r = txn_request(ApiKey::EndTxn, v, &b).unwrap();
+            set_producer(&mut b, r.producer_id_at, 77, 9);
+            let r = txn_request(ApiKey::EndTxn, v, &b).unwrap();
+            assert_eq!(
+                (r.producer_id, r.producer_epoch, r.committed),
+                (77, 9, true)
+            );
         }
     }
 

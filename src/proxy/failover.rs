@@ -67,6 +67,10 @@ struct Remap {
     producer_epoch: i16,
     /// First sequence the client used per partition after the switch.
     base: HashMap<(String, i32), i32>,
+    /// A transactional producer's transaction from before the switch is
+    /// still open in the client (it has not aborted it yet): its requests
+    /// are refused, not remapped.
+    old_txn_open: bool,
 }
 
 #[derive(Default)]
@@ -406,9 +410,71 @@ impl Tracker {
                 producer_id: pid,
                 producer_epoch: pepoch,
                 base: HashMap::new(),
+                old_txn_open: false,
             },
         );
         Ok((pid, pepoch))
+    }
+
+    /// The id and epoch a transactional producer's old `(producer_id,
+    /// producer_epoch)` stands for after its transaction from before the
+    /// switch was aborted, if it was.
+    pub(crate) fn remapped(
+        &self,
+        key: &ClientKey,
+        producer_id: i64,
+        producer_epoch: i16,
+        epoch: u64,
+    ) -> Option<(i64, i16)> {
+        self.lock()
+            .remaps
+            .get(&(key.clone(), producer_id, producer_epoch, epoch))
+            .map(|r| (r.producer_id, r.producer_epoch))
+    }
+
+    /// Records that a transactional producer's old `(producer_id,
+    /// producer_epoch)` goes on as `fresh`, an id the active cluster issued
+    /// for its transactional id.
+    pub(crate) fn remap_transactional(
+        &self,
+        key: &ClientKey,
+        (producer_id, producer_epoch, epoch): OldProducer,
+        fresh: (i64, i16),
+    ) {
+        let mut inner = self.lock();
+        if inner.remaps.len() > MAX_IDS {
+            inner.remaps.retain(|k, _| k.3 >= epoch);
+        }
+        inner.remaps.insert(
+            (key.clone(), producer_id, producer_epoch, epoch),
+            Remap {
+                producer_id: fresh.0,
+                producer_epoch: fresh.1,
+                base: HashMap::new(),
+                old_txn_open: true,
+            },
+        );
+    }
+
+    /// Whether the remapped transactional producer's transaction from
+    /// before the switch is still open in the client.
+    pub(crate) fn old_txn_open(&self, key: &ClientKey, old: OldProducer) -> bool {
+        self.lock()
+            .remaps
+            .get(&(key.clone(), old.0, old.1, old.2))
+            .is_some_and(|r| r.old_txn_open)
+    }
+
+    /// The client ended its transaction from before the switch (it aborted
+    /// it, or began another).
+    pub(crate) fn close_old_txn(&self, key: &ClientKey, old: OldProducer) {
+        if let Some(r) = self
+            .lock()
+            .remaps
+            .get_mut(&(key.clone(), old.0, old.1, old.2))
+        {
+            r.old_txn_open = false;
+        }
     }
 
     /// The sequence to send for `sequence` of a remapped producer on
@@ -763,6 +829,7 @@ mod tests {
                 producer_id: 100,
                 producer_epoch: 0,
                 base: HashMap::new(),
+                old_txn_open: false,
             },
         );
         assert_eq!(t.rebase(&p, (7, 0, 1), "t", 0, 40), 0);

@@ -213,21 +213,50 @@ pub(super) async fn intercept(
         {
             let key = ctx.key(frame.payload());
             let body = &frame.payload()[body_offset..];
-            let Some((t, commits)) =
-                txn::transaction_and_commit(api, version, body).filter(|(t, _)| {
-                    t.producer_id >= 0 && failover.producer_is_old(&key, t.producer_id, ctx.epoch)
-                })
-            else {
+            let Ok(req) = crate::protocol::txn::txn_request(api, version, body) else {
                 return Ok(Intercept::Forward(frame, Observe::Nothing));
             };
-            let fresh = if api == ApiKey::EndTxn && version >= 5 && !commits {
-                fresh_transactional_id(ctx, &t.transactional_id).await
-            } else {
-                None
-            };
-            if let Some((pid, _)) = fresh {
-                failover.producer_issued(&key, pid, ctx.epoch);
+            if req.producer_id < 0 || !failover.producer_is_old(&key, req.producer_id, ctx.epoch) {
+                return Ok(Intercept::Forward(frame, Observe::Nothing));
             }
+            let old = (req.producer_id, req.producer_epoch, ctx.epoch);
+            let aborting = api == ApiKey::EndTxn && !req.committed;
+            // The producer's id stands for a fresh one of this cluster once
+            // its first request after the switch was refused. While its
+            // transaction from before the switch is open in the client,
+            // requests are refused (an abort answered); once the client
+            // aborted it, or began another, they go on under the fresh id.
+            if let Some((pid, pepoch)) = failover.remapped(&key, old.0, old.1, old.2) {
+                let open = failover.old_txn_open(&key, old);
+                let begins = matches!(api, ApiKey::AddPartitionsToTxn | ApiKey::AddOffsetsToTxn);
+                if !open || begins {
+                    failover.close_old_txn(&key, old);
+                    let body = &mut frame.0[4 + body_offset..];
+                    crate::protocol::txn::set_producer(body, req.producer_id_at, pid, pepoch);
+                    return Ok(Intercept::Forward(frame, Observe::Nothing));
+                }
+                if aborting {
+                    failover.close_old_txn(&key, old);
+                }
+                let fresh = Some((pid, pepoch)).filter(|_| aborting && version >= 5);
+                let answer = txn::answer(api, version, correlation_id, body, fresh)?;
+                return Ok(Intercept::Answer(Pending::Delayed(answer, Duration::ZERO)));
+            }
+            let t = txn::TxnOf {
+                transactional_id: req.transactional_id.clone(),
+                producer_id: req.producer_id,
+                producer_epoch: req.producer_epoch,
+            };
+            let fresh = fresh_transactional_id(ctx, &t.transactional_id).await;
+            if let Some(f) = fresh {
+                failover.producer_issued(&key, f.0, ctx.epoch);
+                failover.remap_transactional(&key, old, f);
+                if aborting {
+                    failover.close_old_txn(&key, old);
+                }
+            }
+            // v5 hands the fresh id to the client (transactions v2).
+            let fresh = fresh.filter(|_| aborting && version >= 5);
             txn::abort_on_old_cluster(&ctx.shared, t);
             tracing::info!(client = %key.0, api = ?api, "transaction from before the switch: answered with an abortable error");
             let answer = txn::answer(api, version, correlation_id, body, fresh)?;
@@ -419,13 +448,47 @@ async fn remap_producers(
     }
     let key = ctx.key(frame.payload());
     let failover = &ctx.shared.failover;
-    if view.transactional_id.is_some() {
+    if let Some(transactional_id) = &view.transactional_id {
+        // Batches of a transaction after the one open at the switch go on
+        // under the fresh id (see `txn`), with sequences rebased.
+        let mut remapped = false;
+        for batch in &view.batches {
+            let old = (batch.producer_id, batch.producer_epoch, ctx.epoch);
+            let Some((pid, pepoch)) = failover.remapped(&key, old.0, old.1, old.2) else {
+                continue;
+            };
+            if failover.old_txn_open(&key, old) {
+                continue;
+            }
+            let seq = failover.rebase(
+                &key,
+                (batch.producer_id, batch.producer_epoch, ctx.epoch),
+                &batch.topic,
+                batch.partition,
+                batch.base_sequence,
+            );
+            let body = &mut frame.0[4 + body_offset..];
+            wire::rewrite_batch(body, batch, pid, pepoch, seq);
+            remapped = true;
+        }
+        if remapped {
+            return Ok(Produced::Forward(observe));
+        }
         let old = view.batches.iter().any(|b| {
             b.producer_id >= 0 && failover.producer_is_old(&key, b.producer_id, ctx.epoch)
         });
         let acks = crate::protocol::header::produce_acks(&frame.payload()[body_offset..], version)
             .unwrap_or(0);
         if old && acks != 0 {
+            if let Some(b) = view.batches.first() {
+                let old = (b.producer_id, b.producer_epoch, ctx.epoch);
+                if failover.remapped(&key, old.0, old.1, old.2).is_none() {
+                    if let Some(f) = fresh_transactional_id(ctx, transactional_id).await {
+                        failover.producer_issued(&key, f.0, ctx.epoch);
+                        failover.remap_transactional(&key, old, f);
+                    }
+                }
+            }
             if let (Some(id), Some(b)) = (&view.transactional_id, view.batches.first()) {
                 txn::abort_on_old_cluster(
                     &ctx.shared,

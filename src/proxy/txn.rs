@@ -7,14 +7,20 @@
 //! the client. kflip answers them itself, with errors clients treat as
 //! abortable and that make them bump their epoch (KIP-360):
 //! - AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and a committing
-//!   EndTxn: INVALID_PRODUCER_ID_MAPPING;
-//! - transactional Produce batches: UNKNOWN_PRODUCER_ID per partition;
+//!   EndTxn, and transactional Produce batches: an abortable error (see
+//!   `abortable`: TRANSACTION_ABORTABLE for the Java client, the errors
+//!   librdkafka aborts and bumps its epoch on for it);
 //! - an aborting EndTxn: success, as there is nothing to abort on the new
 //!   cluster (the old cluster aborts the transaction when it times out).
 //!
-//! The client aborts, and its epoch bump (InitProducerId with its old
-//! producer id) reaches the new cluster as a request for a fresh id for its
-//! transactional id (see `fresh_producer_id`), after which it goes on. The
+//! The client aborts. kflip answers that abort with success and asks the
+//! new cluster's coordinator for a fresh id for the transactional id, which
+//! then stands for the old one: a client that goes on under its old id (the
+//! Java client after TRANSACTION_ABORTABLE) has its later transactional
+//! requests and batches rewritten onto the fresh id, with sequences
+//! rebased; a client that bumps its epoch (librdkafka, KIP-360) gets a
+//! fresh id from its InitProducerId (see `fresh_producer_id`); on
+//! transactions v2 the fresh id is also in the EndTxn v5 response. The
 //! records of the aborted transaction are the application's to send again,
 //! as after any abort.
 
@@ -38,29 +44,36 @@ use crate::protocol::txn::txn_request;
 const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
 /// Kafka's UNKNOWN_PRODUCER_ID.
 const UNKNOWN_PRODUCER_ID: i16 = 59;
+/// Kafka's TRANSACTION_ABORTABLE (KIP-890).
+const TRANSACTION_ABORTABLE: i16 = 120;
+
+/// The error that makes a client abort its transaction from before the
+/// switch, for `api` at `version`. TRANSACTION_ABORTABLE (KIP-890) from the
+/// versions the Java client sends (3.8+): it aborts on it, and its next
+/// transaction, under the same producer id, is remapped by kflip onto an id
+/// of the new cluster (UNKNOWN_PRODUCER_ID is retried forever on a Produce
+/// under transactions v2, INVALID_PRODUCER_ID_MAPPING is fatal since
+/// KAFKA-18019, and UNKNOWN_PRODUCER_ID elsewhere reaches the application
+/// as an OutOfOrderSequenceException, which applications treat as fatal).
+/// Older versions (librdkafka) get the errors it aborts and bumps its
+/// epoch on.
+fn abortable(api: ApiKey, version: i16) -> i16 {
+    match api {
+        ApiKey::Produce if version >= 11 => TRANSACTION_ABORTABLE,
+        ApiKey::Produce => UNKNOWN_PRODUCER_ID,
+        ApiKey::AddPartitionsToTxn if version >= 3 => TRANSACTION_ABORTABLE,
+        ApiKey::AddOffsetsToTxn | ApiKey::TxnOffsetCommit | ApiKey::EndTxn if version >= 4 => {
+            TRANSACTION_ABORTABLE
+        }
+        _ => INVALID_PRODUCER_ID_MAPPING,
+    }
+}
 
 /// A transaction as a request names it.
 pub(crate) struct TxnOf {
     pub(crate) transactional_id: String,
     pub(crate) producer_id: i64,
     pub(crate) producer_epoch: i16,
-}
-
-/// The transaction of a request, and for an EndTxn whether it commits.
-pub(crate) fn transaction_and_commit(
-    api: ApiKey,
-    version: i16,
-    body: &[u8],
-) -> Option<(TxnOf, bool)> {
-    let r = txn_request(api, version, body).ok()?;
-    Some((
-        TxnOf {
-            transactional_id: r.transactional_id,
-            producer_id: r.producer_id,
-            producer_epoch: r.producer_epoch,
-        },
-        r.committed,
-    ))
 }
 
 /// Aborts the transaction on the cluster that was active before the switch,
@@ -123,7 +136,7 @@ pub(crate) fn answer(
                                 .map(|&p| {
                                     AddPartitionsToTxnPartitionResult::default()
                                         .with_partition_index(p)
-                                        .with_partition_error_code(INVALID_PRODUCER_ID_MAPPING)
+                                        .with_partition_error_code(abortable(api, version))
                                 })
                                 .collect(),
                         )
@@ -134,8 +147,7 @@ pub(crate) fn answer(
             wire::response_frame(&resp, "AddPartitionsToTxn", version, correlation_id)
         }
         ApiKey::AddOffsetsToTxn => {
-            let resp =
-                AddOffsetsToTxnResponse::default().with_error_code(INVALID_PRODUCER_ID_MAPPING);
+            let resp = AddOffsetsToTxnResponse::default().with_error_code(abortable(api, version));
             wire::response_frame(&resp, "AddOffsetsToTxn", version, correlation_id)
         }
         ApiKey::TxnOffsetCommit => {
@@ -151,7 +163,7 @@ pub(crate) fn answer(
                                 .map(|&p| {
                                     TxnOffsetCommitResponsePartition::default()
                                         .with_partition_index(p)
-                                        .with_error_code(INVALID_PRODUCER_ID_MAPPING)
+                                        .with_error_code(abortable(api, version))
                                 })
                                 .collect(),
                         )
@@ -162,7 +174,7 @@ pub(crate) fn answer(
         }
         ApiKey::EndTxn => {
             let code = if r.committed {
-                INVALID_PRODUCER_ID_MAPPING
+                abortable(api, version)
             } else {
                 0
             };
@@ -177,7 +189,8 @@ pub(crate) fn answer(
 }
 
 /// kflip's answer to a transactional Produce of a producer id from before
-/// the switch: UNKNOWN_PRODUCER_ID for every partition in it.
+/// the switch: an abortable error for every partition in it
+/// (TRANSACTION_ABORTABLE from v11, UNKNOWN_PRODUCER_ID before).
 pub(crate) fn produce_answer(
     version: i16,
     correlation_id: i32,
@@ -187,7 +200,7 @@ pub(crate) fn produce_answer(
     for b in &view.batches {
         let part = PartitionProduceResponse::default()
             .with_index(b.partition)
-            .with_error_code(UNKNOWN_PRODUCER_ID)
+            .with_error_code(abortable(ApiKey::Produce, version))
             .with_base_offset(-1)
             .with_log_append_time_ms(-1)
             .with_log_start_offset(-1);
