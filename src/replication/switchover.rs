@@ -11,6 +11,10 @@ use super::state::{FlowState, PartitionLag};
 use super::Engine;
 use crate::kafka::groups::GroupAdmin;
 
+/// How long past `proxy.switch_lag_timeout` the final group offset sync
+/// of a planned switch may run while clients are held.
+const SYNC_GRACE: Duration = Duration::from_secs(5);
+
 /// The outcome of [`Engine::catch_up`].
 #[derive(Clone, Debug, Default)]
 pub struct CatchUp {
@@ -195,21 +199,35 @@ impl Engine {
                     tracing::warn!(flow = %rev.cfg.id, partitions = ?left, "the flow back has not read the new copies; groups may re-read records");
                 }
             }
+            // The group phase has a bound of its own, so the hold as a whole
+            // ends within `bound` + SYNC_GRACE however many groups there
+            // are. The commits the proxy observed go first: they are the
+            // newest, and what held consumers resume from.
+            let sync_until = tokio::time::Instant::from_std(deadline + SYNC_GRACE);
             let timeout = deadline
                 .saturating_duration_since(Instant::now())
-                .max(Duration::from_secs(2));
+                .max(Duration::from_secs(2))
+                .min(SYNC_GRACE);
             let mut src = GroupAdmin::new(source.clone(), timeout);
             let mut tgt = GroupAdmin::new(target.clone(), timeout);
             let reverse = self.flows.reverse_of(st);
             let reverse = reverse.as_deref();
-            if let Err(e) = groups::sync_once(st, reverse, &mut src, &mut tgt).await {
-                tracing::warn!(flow = %st.cfg.id, error = %e, "final group offset sync failed");
-            }
-            for (group, offsets) in &commits {
-                tgt.reset();
-                if let Err(e) = groups::push_commit(st, reverse, &mut tgt, group, offsets).await {
-                    tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
+            let groups = async {
+                for (group, offsets) in &commits {
+                    tgt.reset();
+                    if let Err(e) = groups::push_commit(st, reverse, &mut tgt, group, offsets).await
+                    {
+                        tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
+                    }
                 }
+                tgt.reset();
+                if let Err(e) = groups::sync_once(st, reverse, &mut src, &mut tgt).await {
+                    tracing::warn!(flow = %st.cfg.id, error = %e, "final group offset sync failed");
+                }
+            };
+            if tokio::time::timeout_at(sync_until, groups).await.is_err() {
+                report.caught_up = false;
+                tracing::warn!(flow = %st.cfg.id, grace = ?SYNC_GRACE, "final group offset sync cut short by the switch's bound (proxy.switch_lag_timeout + grace); groups not reached resume at the last periodic sync");
             }
         }
         report.waited = started.elapsed();
