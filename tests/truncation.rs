@@ -9,11 +9,9 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use support::clients;
@@ -30,18 +28,6 @@ fn flow(dc1: &Broker, dc2: &Broker, topic: &str) -> String {
         dc1.bootstrap(),
         dc2.bootstrap()
     )
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    clients::config(bootstrap).create().expect("admin client")
 }
 
 fn opts() -> AdminOptions {
@@ -121,12 +107,14 @@ fn a_recreated_source_topic_is_reported_and_copied_from_its_start() {
 
     // Deleted and created again under the same name: a new topic id, and
     // a log that ends before what was copied.
-    for r in block_on(admin(&src).delete_topics(&["rc"], &opts())).expect("delete_topics") {
+    for r in clients::block_on(clients::admin(&src).delete_topics(&["rc"], &opts()))
+        .expect("delete_topics")
+    {
         r.expect("delete rc");
     }
     wait_for("rc to be created again", LIMIT, || {
         let new = NewTopic::new("rc", 1, TopicReplication::Fixed(1));
-        let res = block_on(admin(&src).create_topics([&new], &opts())).ok()?;
+        let res = clients::block_on(clients::admin(&src).create_topics([&new], &opts())).ok()?;
         // Refused while the deletion is still under way.
         res.into_iter().all(|r| r.is_ok()).then_some(())
     });
@@ -142,26 +130,6 @@ fn a_recreated_source_topic_is_reported_and_copied_from_its_start() {
         !log.contains("source log truncated"),
         "a recreation is not a truncation:\n{log}"
     );
-}
-
-/// Runs one of Apache Kafka's tools; returns whether it succeeded, and
-/// its output. (`Broker::tool` panics on failure; an election is retried
-/// until the restarted replica is back.)
-fn try_tool(class: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("java")
-        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
-        .arg(format!("{}/*", support::broker::kafka_lib().display()))
-        .arg(class)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run a Kafka tool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// The leader of partition 0 of `topic`, as the broker at `bootstrap` sees it.
@@ -187,7 +155,9 @@ fn an_unclean_leader_election_is_a_truncation_not_a_recreation() {
     let topic = NewTopic::new("tr", 1, TopicReplication::Variable(&[&[1, 2]]))
         .set("min.insync.replicas", "1")
         .set("unclean.leader.election.enable", "true");
-    for r in block_on(admin(&src).create_topics([&topic], &opts())).expect("create_topics") {
+    for r in clients::block_on(clients::admin(&src).create_topics([&topic], &opts()))
+        .expect("create_topics")
+    {
         r.expect("create tr");
     }
     let k = Kflip::replicate(&flow(&dc1, &dc2, "tr"));
@@ -213,7 +183,7 @@ fn an_unclean_leader_election_is_a_truncation_not_a_recreation() {
         if leader(&boot, "tr") == Some(2) {
             return Some(());
         }
-        let (ok, out) = try_tool(
+        let (ok, out) = support::broker::kafka_tool(
             "org.apache.kafka.tools.LeaderElectionCommand",
             &[
                 "--bootstrap-server",

@@ -460,15 +460,7 @@ async fn remap_producers(
             if failover.old_txn_open(&key, old) {
                 continue;
             }
-            let seq = failover.rebase(
-                &key,
-                (batch.producer_id, batch.producer_epoch, ctx.epoch),
-                &batch.topic,
-                batch.partition,
-                batch.base_sequence,
-            );
-            let body = &mut frame.0[4 + body_offset..];
-            wire::rewrite_batch(body, batch, pid, pepoch, seq);
+            rewrite_onto(ctx, &key, frame, body_offset, batch, (pid, pepoch));
             remapped = true;
         }
         if remapped {
@@ -522,17 +514,30 @@ async fn remap_producers(
                 ctx.epoch,
             )
             .await?;
-        let seq = failover.rebase(
-            &key,
-            (batch.producer_id, batch.producer_epoch, ctx.epoch),
-            &batch.topic,
-            batch.partition,
-            batch.base_sequence,
-        );
-        let body = &mut frame.0[4 + body_offset..];
-        wire::rewrite_batch(body, batch, pid, pepoch, seq);
+        rewrite_onto(ctx, &key, frame, body_offset, batch, (pid, pepoch));
     }
     Ok(Produced::Forward(observe))
+}
+
+/// Rewrites one batch of a remapped producer onto `fresh` (the id and epoch
+/// of the active cluster), its sequence rebased.
+fn rewrite_onto(
+    ctx: &Ctx,
+    key: &super::super::failover::ClientKey,
+    frame: &mut Frame,
+    body_offset: usize,
+    batch: &wire::BatchRef,
+    fresh: (i64, i16),
+) {
+    let seq = ctx.shared.failover.rebase(
+        key,
+        (batch.producer_id, batch.producer_epoch, ctx.epoch),
+        &batch.topic,
+        batch.partition,
+        batch.base_sequence,
+    );
+    let body = &mut frame.0[4 + body_offset..];
+    wire::rewrite_batch(body, batch, fresh.0, fresh.1, seq);
 }
 
 /// Whether an InitProducerId request names a transactional id.

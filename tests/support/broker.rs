@@ -559,22 +559,29 @@ impl Broker {
             Kind::Kafka,
             "Apache Kafka tools need Apache Kafka"
         );
-        let out = Command::new("java")
-            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
-            .arg(format!("{}/*", kafka_lib().display()))
-            .arg(class)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run a Kafka tool");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{class} {args:?}: {text}");
+        let (ok, text) = kafka_tool(class, args);
+        assert!(ok, "{class} {args:?}: {text}");
         text
     }
+}
+
+/// Runs one of Apache Kafka's command-line tools; returns whether it
+/// succeeded and what it printed.
+pub fn kafka_tool(class: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("java")
+        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+        .arg(format!("{}/*", kafka_lib().display()))
+        .arg(class)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a Kafka tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 impl Drop for Broker {

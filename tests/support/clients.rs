@@ -57,7 +57,8 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// Runs a future to completion on a one-off runtime (for the admin client).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,7 +66,8 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+/// An admin client for the cluster at `bootstrap`.
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     config(bootstrap).create().expect("admin client")
 }
 
