@@ -207,18 +207,19 @@ impl Runner<'_> {
                 Some((topic_id_key(&st.cfg.id, k), p.topic_id?.to_string()))
             })
             .collect();
-        for (key, value) in ids {
+        // A record that cannot be queued marks its partition again, so the
+        // next pass writes it (as a failed delivery does, see `Deliver`).
+        let queue = |key: &str, value: &[u8], what: &str| {
             let rec = BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT)
-                .key(&key)
-                .payload(&value);
+                .key(key)
+                .payload(value);
             if let Err((e, _)) = self.producer.send(rec) {
-                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot queue a topic id; will retry");
-                if let Some(sp) = super::state::parse_topic_id_key(&st.cfg.id, &key) {
-                    if let Some(p) = st.lock().get_mut(&sp) {
-                        p.topic_id_dirty = true;
-                    }
-                }
+                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot queue {what}; will retry");
+                st.retry_checkpoint(Some(key.as_bytes()));
             }
+        };
+        for (key, value) in ids {
+            queue(&key, value.as_bytes(), "a topic id");
         }
         let dirty: Vec<(String, Vec<u8>)> = st
             .lock()
@@ -246,17 +247,7 @@ impl Runner<'_> {
             }
         }
         for (key, value) in dirty {
-            let rec = BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT)
-                .key(&key)
-                .payload(&value);
-            if let Err((e, _)) = self.producer.send(rec) {
-                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot queue a checkpoint; will retry");
-                if let Some(sp) = super::state::parse_checkpoint_key(&st.cfg.id, &key) {
-                    if let Some(p) = st.lock().get_mut(&sp) {
-                        p.dirty = true;
-                    }
-                }
-            }
+            queue(&key, &value, "a checkpoint");
         }
     }
 }

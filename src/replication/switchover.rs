@@ -40,13 +40,17 @@ struct Ends {
     unknown: Vec<(String, i32)>,
 }
 
-/// Reads the source log end of every partition `st` copies.
-fn source_ends(st: &FlowState, bootstrap: &str, rt: tokio::runtime::Handle) -> Ends {
-    let keys: Vec<(String, i32)> = st
-        .lock()
+/// Every partition `st` copies.
+fn partitions(st: &FlowState) -> Vec<(String, i32)> {
+    st.lock()
         .keys()
         .map(|k| (k.topic.clone(), k.partition))
-        .collect();
+        .collect()
+}
+
+/// Reads the source log end of every partition `st` copies.
+fn source_ends(st: &FlowState, bootstrap: &str, rt: tokio::runtime::Handle) -> Ends {
+    let keys = partitions(st);
     let mut out = Ends::default();
     let admin = match super::topics::Admin::new(st.cfg.source.as_str(), bootstrap, rt) {
         Ok(a) => a,
@@ -162,11 +166,7 @@ impl Engine {
                     Err(e) => {
                         tracing::warn!(flow = %st.cfg.id, error = %e, "reading log ends failed");
                         Ends {
-                            unknown: st
-                                .lock()
-                                .keys()
-                                .map(|k| (k.topic.clone(), k.partition))
-                                .collect(),
+                            unknown: partitions(st),
                             ..ends
                         }
                     }
