@@ -2,6 +2,8 @@
 //! cluster when one line of its config changes.
 //!
 //! # Layout
+//! - [`cluster`]: the one way to reach a cluster (connections, librdkafka
+//!   configs) that the proxy, kflip's own client and the engine share.
 //! - [`config`]: the YAML file's model, validation, and hot reload.
 //! - [`protocol`]: framing, request headers, the API policy, and one rewrite
 //!   filter per API key that carries broker addresses or node ids.
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod kafka;
 pub mod offsets;

@@ -27,13 +27,8 @@ const MAX_RESPONSE: usize = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// TCP connect failed or timed out.
-    #[error("cannot connect to {addr}: {message}")]
-    Connect {
-        /// The address tried.
-        addr: String,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    Connect(#[from] crate::cluster::ConnectError),
     /// The exchange failed after connecting.
     #[error("request to {addr} failed: {message}")]
     Exchange {
@@ -55,39 +50,21 @@ pub struct KafkaConn {
 impl KafkaConn {
     /// Connects to `addr` (`host:port`) within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<KafkaConn, ClientError> {
-        let err = |message: String| ClientError::Connect {
-            addr: addr.to_string(),
-            message,
-        };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| err(format!("timed out after {timeout:?}")))?
-            .map_err(|e| err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        Ok(KafkaConn {
-            stream,
-            addr: addr.to_string(),
-            next_correlation: 1,
-            timeout,
-        })
+        KafkaConn::connect_any(&[addr], timeout).await
     }
 
     /// Connects to the first reachable address of a bootstrap list.
-    pub async fn connect_any(
-        bootstrap: &[String],
+    pub async fn connect_any<S: AsRef<str>>(
+        bootstrap: &[S],
         timeout: Duration,
     ) -> Result<KafkaConn, ClientError> {
-        let mut last = None;
-        for addr in bootstrap {
-            match KafkaConn::connect(addr, timeout).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or(ClientError::Connect {
-            addr: String::new(),
-            message: "no bootstrap address".into(),
-        }))
+        let (stream, addr) = crate::cluster::connect_any(bootstrap, timeout).await?;
+        Ok(KafkaConn {
+            stream,
+            addr,
+            next_correlation: 1,
+            timeout,
+        })
     }
 
     /// The broker address this connection goes to.

@@ -316,18 +316,11 @@ async fn connect(
     kind: ListenerKind,
     timeout: Duration,
 ) -> Result<TcpStream, String> {
-    let mut last = String::from("no address");
-    for addr in upstream::targets(shared, cluster, kind)? {
-        match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: connect timed out after {timeout:?}"),
-        }
-    }
-    Err(last)
+    let targets = upstream::targets(shared, cluster, kind)?;
+    crate::cluster::connect_any(&targets, timeout)
+        .await
+        .map(|(s, _)| s)
+        .map_err(|e| e.to_string())
 }
 
 /// Per-connection context shared by both loops.

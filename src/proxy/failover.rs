@@ -652,14 +652,9 @@ pub(crate) async fn init_producer_id(
 
 /// Whether any broker of `cluster` accepts a TCP connection within `bound`.
 async fn reachable(shared: &Shared, cluster: &ClusterName, bound: Duration) -> bool {
-    let boot = bootstrap(shared, cluster);
-    for addr in boot {
-        if let Ok(Ok(_)) = tokio::time::timeout(bound, tokio::net::TcpStream::connect(&addr)).await
-        {
-            return true;
-        }
-    }
-    false
+    crate::cluster::connect_any(&bootstrap(shared, cluster), bound)
+        .await
+        .is_ok()
 }
 
 /// Runs the switch from `previous.active` to `to`.

@@ -1,0 +1,93 @@
+//! TCP connections to a cluster's brokers.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// Why no connection to a cluster could be made. Names the last address
+/// tried; never carries credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    /// No address to try.
+    #[error("no broker address to connect to")]
+    NoAddress,
+    /// The address refused or failed.
+    #[error("cannot connect to {addr}: {message}")]
+    Failed {
+        /// The address tried last.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// The address did not answer in time.
+    #[error("cannot connect to {addr}: timed out after {timeout:?}")]
+    TimedOut {
+        /// The address tried last.
+        addr: String,
+        /// The bound.
+        timeout: Duration,
+    },
+}
+
+/// Connects to the first of `addrs` that accepts within `timeout` each,
+/// with Nagle off (Kafka requests are small and latency-bound). Returns
+/// the stream and the address it reached.
+pub async fn connect_any<S: AsRef<str>>(
+    addrs: &[S],
+    timeout: Duration,
+) -> Result<(TcpStream, String), ConnectError> {
+    let mut last = ConnectError::NoAddress;
+    for addr in addrs {
+        let addr = addr.as_ref();
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                // Best effort: a socket that refuses the option still works.
+                let _ = s.set_nodelay(true);
+                return Ok((s, addr.to_string()));
+            }
+            Ok(Err(e)) => {
+                last = ConnectError::Failed {
+                    addr: addr.to_string(),
+                    message: e.to_string(),
+                }
+            }
+            Err(_) => {
+                last = ConnectError::TimedOut {
+                    addr: addr.to_string(),
+                    timeout,
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_address_that_answers_wins_and_failures_name_the_address() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good = open.local_addr().unwrap().to_string();
+        // A port that was just free: nothing listens there.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let t = Duration::from_secs(2);
+        let (_, reached) = connect_any(&[closed.clone(), good.clone()], t)
+            .await
+            .unwrap();
+        assert_eq!(reached, good);
+        let err = connect_any(std::slice::from_ref(&closed), t)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&closed), "{err}");
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            connect_any(&none, t).await,
+            Err(ConnectError::NoAddress)
+        ));
+    }
+}
