@@ -5,8 +5,10 @@
 //! - [`cluster`]: the one way to reach a cluster (connections, librdkafka
 //!   configs) that the proxy, kflip's own client and the engine share.
 //! - [`config`]: the YAML file's model, validation, and hot reload.
-//! - [`protocol`]: framing, request headers, the API policy, and one rewrite
-//!   filter per API key that carries broker addresses or node ids.
+//! - [`codec`]: the trust boundary for client bytes: framing, request
+//!   headers and the request walkers.
+//! - [`protocol`]: the API policy, the response rewrite of broker addresses
+//!   and node ids, and the per-API filter chain.
 //! - [`routing`]: the virtual topology clients see, mapped onto the active
 //!   cluster.
 //! - [`proxy`]: listeners, connections, the switch between clusters.
@@ -22,6 +24,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 pub mod kafka;
 pub mod offsets;

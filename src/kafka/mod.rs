@@ -17,7 +17,7 @@ use kafka_protocol::protocol::{
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::protocol::frame::{read_frame, Frame};
+use crate::codec::frame::{read_frame, Frame};
 use crate::protocol::versions::VersionTable;
 
 /// Largest response kflip's own client accepts.

@@ -5,8 +5,8 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 
-use super::frame::Frame;
 use super::versions::VersionTable;
+use crate::codec::frame::Frame;
 
 /// Kafka's UNSUPPORTED_VERSION error code.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn answers_every_version_and_refuses_unknown_ones() {
-        let table = super::super::versions::advertised(&[]);
+        let table = crate::protocol::versions::advertised(&[]);
         for v in 0..=4 {
             let (corr, r) = decode(&answer(v, 7, &table), v);
             assert_eq!(corr, 7);

@@ -23,7 +23,7 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::rewrite::{NodeMap, RewriteError};
-use super::varint::{put_uvarint, Reader};
+use crate::codec::varint::{put_uvarint, Reader};
 
 /// Tag number of the padding field: above any tag Kafka defines.
 const PAD_TAG: u32 = 0x3fff;

@@ -1,16 +1,13 @@
-//! The Kafka wire protocol as the proxy needs it: framing, request headers,
-//! the API policy and versions, and the response rewrite filters.
+//! What the proxy does with requests and responses: the API policy and
+//! versions it advertises, ApiVersions answered locally, the rewrite of
+//! responses that carry broker addresses or node ids ([`rewrite`], with
+//! Fetch responses streamed by [`fetch`]), and the filter chain
+//! ([`filters`]) that applies kflip's failover behaviour per API key.
+//! Client bytes are read only through [`crate::codec`].
 
 pub mod api_versions;
-pub mod consumer_group;
-pub mod epochs;
-pub mod failover;
 pub mod fetch;
-pub mod frame;
-pub mod header;
 pub mod rewrite;
-pub mod txn;
-pub mod varint;
 pub mod versions;
 
 #[cfg(test)]

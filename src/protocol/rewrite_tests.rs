@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::fetch::stream_fetch;
 use super::rewrite::{NodeMap, Rewritable};
-use super::varint::put_uvarint;
+use crate::codec::varint::put_uvarint;
 
 const REAL_HOST: &str = "real-broker.internal";
 const REAL_CLUSTER: &str = "real-cluster-id";

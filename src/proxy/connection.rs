@@ -26,10 +26,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::failover::ClientKey;
 use super::{listeners, upstream, ListenerKind, Shared, SwitchState};
+use crate::codec::frame::{read_frame, Frame};
+use crate::codec::header::{client_id, parse_request_head, produce_acks};
 use crate::config::{ClusterName, ProxyConfig};
 use crate::kafka::api_name;
-use crate::protocol::frame::{read_frame, Frame};
-use crate::protocol::header::{client_id, parse_request_head, produce_acks};
 use crate::protocol::rewrite::{NodeMap, Rewritable};
 use crate::protocol::versions::{policy, Handling, VersionTable};
 use crate::protocol::{api_versions, fetch};

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
 
 use super::{Ctx, Frame, Observe, Pending};
-use crate::protocol::failover as wire;
+use crate::codec as wire;
 
 #[path = "txn.rs"]
 mod txn;
@@ -52,11 +52,8 @@ pub(super) async fn intercept(
         ApiKey::Fetch => {
             let key = ctx.key(frame.payload());
             if !failover.fetch_held(&key, ctx.epoch) {
-                crate::protocol::epochs::clear_fetch(
-                    &mut frame.payload_mut()[body_offset..],
-                    version,
-                )
-                .map_err(|e| e.to_string())?;
+                crate::codec::epochs::clear_fetch(&mut frame.payload_mut()[body_offset..], version)
+                    .map_err(|e| e.to_string())?;
                 return Ok(Intercept::Forward(frame, Observe::Nothing));
             }
             let body = &frame.payload()[body_offset..];
@@ -93,7 +90,7 @@ pub(super) async fn intercept(
             Ok(Intercept::Forward(frame, Observe::Nothing))
         }
         ApiKey::ListOffsets => {
-            crate::protocol::epochs::clear_list_offsets(
+            crate::codec::epochs::clear_list_offsets(
                 &mut frame.payload_mut()[body_offset..],
                 version,
             )
@@ -101,7 +98,7 @@ pub(super) async fn intercept(
             Ok(Intercept::Forward(frame, Observe::Nothing))
         }
         ApiKey::OffsetForLeaderEpoch => {
-            crate::protocol::epochs::clear_offset_for_leader_epoch(
+            crate::codec::epochs::clear_offset_for_leader_epoch(
                 &mut frame.payload_mut()[body_offset..],
                 version,
             )
@@ -213,7 +210,7 @@ pub(super) async fn intercept(
         {
             let key = ctx.key(frame.payload());
             let body = &frame.payload()[body_offset..];
-            let Ok(req) = crate::protocol::txn::txn_request(api, version, body) else {
+            let Ok(req) = crate::codec::txn::txn_request(api, version, body) else {
                 return Ok(Intercept::Forward(frame, Observe::Nothing));
             };
             if req.producer_id < 0 || !failover.producer_is_old(&key, req.producer_id, ctx.epoch) {
@@ -232,7 +229,7 @@ pub(super) async fn intercept(
                 if !open || begins {
                     failover.close_old_txn(&key, old);
                     let body = &mut frame.0[4 + body_offset..];
-                    crate::protocol::txn::set_producer(body, req.producer_id_at, pid, pepoch);
+                    crate::codec::txn::set_producer(body, req.producer_id_at, pid, pepoch);
                     return Ok(Intercept::Forward(frame, Observe::Nothing));
                 }
                 if aborting {
@@ -314,7 +311,7 @@ async fn consumer_heartbeat(
     body_offset: usize,
     mut frame: Frame,
 ) -> Result<Intercept, String> {
-    use crate::protocol::consumer_group as cg;
+    use crate::codec::consumer_group as cg;
     let key = ctx.key(frame.payload());
     let hb = cg::heartbeat(&frame.payload()[body_offset..], version).map_err(|e| e.to_string())?;
     let failover = &ctx.shared.failover;
@@ -469,7 +466,7 @@ async fn remap_producers(
         let old = view.batches.iter().any(|b| {
             b.producer_id >= 0 && failover.producer_is_old(&key, b.producer_id, ctx.epoch)
         });
-        let acks = crate::protocol::header::produce_acks(&frame.payload()[body_offset..], version)
+        let acks = crate::codec::header::produce_acks(&frame.payload()[body_offset..], version)
             .unwrap_or(0);
         if old && acks != 0 {
             if let Some(b) = view.batches.first() {
@@ -542,7 +539,7 @@ fn rewrite_onto(
 
 /// Whether an InitProducerId request names a transactional id.
 fn transactional(body: &[u8], version: i16) -> bool {
-    let mut r = crate::protocol::varint::Reader::new(body, 0);
+    let mut r = crate::codec::varint::Reader::new(body, 0);
     if version >= 2 {
         !matches!(r.uvarint(), Ok(0))
     } else {
@@ -590,7 +587,7 @@ fn init_producer_id_at(body: &[u8], version: i16) -> Option<usize> {
     if version < 3 {
         return None;
     }
-    let mut r = crate::protocol::varint::Reader::new(body, 0);
+    let mut r = crate::codec::varint::Reader::new(body, 0);
     // v3+ is flexible: a compact nullable string (length + 1, 0 for null).
     let len = r.uvarint().ok()? as usize;
     r.take(len.saturating_sub(1)).ok()?;
@@ -622,7 +619,7 @@ fn fresh_producer_id(body: &mut [u8], version: i16) {
 /// The group id of a LeaveGroup request.
 fn leave_group_id(body: &[u8], version: i16) -> Option<String> {
     let compact = version >= 4;
-    let mut r = crate::protocol::varint::Reader::new(body, 0);
+    let mut r = crate::codec::varint::Reader::new(body, 0);
     let len = if compact {
         (r.uvarint().ok()? as usize).checked_sub(1)?
     } else {

@@ -37,8 +37,8 @@ use kafka_protocol::messages::{
     TxnOffsetCommitResponse,
 };
 
-use crate::protocol::failover as wire;
-use crate::protocol::txn::txn_request;
+use crate::codec as wire;
+use crate::codec::txn::txn_request;
 
 /// Kafka's INVALID_PRODUCER_ID_MAPPING.
 const INVALID_PRODUCER_ID_MAPPING: i16 = 49;

@@ -5,7 +5,7 @@
 
 use kafka_protocol::messages::ApiKey;
 
-use super::failover::{unsupported, ParseError, Walk};
+use super::walk::{unsupported, ParseError, Walk};
 
 /// What kflip needs of AddPartitionsToTxn (v0-3), AddOffsetsToTxn,
 /// TxnOffsetCommit and EndTxn.

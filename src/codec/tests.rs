@@ -1,19 +1,30 @@
 //! Round trips through the generated codec: requests it encodes are read by
 //! the hand walkers, and responses kflip builds are decoded by it.
 
+use super::produce::batch;
+use super::walk::*;
 use super::*;
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{
     FetchPartition as WireFetchPartition, FetchTopic, ForgottenTopic,
 };
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    ApiKey, FetchResponse, HeartbeatResponse, InitProducerIdResponse, OffsetCommitResponse,
+    ProduceResponse, ResponseHeader, SyncGroupResponse,
+};
 use kafka_protocol::messages::{
     FetchRequest, GroupId, HeartbeatRequest, OffsetCommitRequest, ProduceRequest, ProducerId,
     SyncGroupRequest, TransactionalId,
 };
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
