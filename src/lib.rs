@@ -2,30 +2,44 @@
 //! cluster when one line of its config changes.
 //!
 //! # Layout
+//! - [`codec`]: the trust boundary for client bytes: framing, request
+//!   headers, one hand-written walker per API family, and the records of a
+//!   batch. Nothing else reads what a client sends.
+//! - [`protocol`]: the API policy and versions, the rewrite of broker
+//!   addresses and node ids in responses, and the filter chain
+//!   ([`protocol::filters`]): kflip's behaviour per API key.
+//! - [`failover`]: the switch (a state machine with one deadline for its
+//!   hold), the gate every session starts through, what is remembered
+//!   about clients across a switch, and the one interface to the engine.
+//! - [`proxy`]: listeners, connections and their two loops, the address
+//!   rewrite, and what the proxy asks clusters itself.
 //! - [`cluster`]: the one way to reach a cluster (connections, librdkafka
 //!   configs) that the proxy, kflip's own client and the engine share.
-//! - [`config`]: the YAML file's model, validation, and hot reload.
-//! - [`codec`]: the trust boundary for client bytes: framing, request
-//!   headers and the request walkers.
-//! - [`protocol`]: the API policy, the response rewrite of broker addresses
-//!   and node ids, and the per-API filter chain.
+//! - [`kafka`]: kflip's own minimal client for probing clusters and group
+//!   and transaction admin.
 //! - [`routing`]: the virtual topology clients see, mapped onto the active
 //!   cluster.
-//! - [`proxy`]: listeners, connections, the switch between clusters.
 //! - [`replication`]: the engine: flows, topic sync, record copy,
 //!   checkpoints, group offset translation.
-//! - [`kafka`]: kflip's own minimal client for probing clusters.
 //! - [`offsets`]: the source-to-target offset map and its translation.
+//! - [`config`]: the YAML file's model, validation, and hot reload.
+//! - [`error`]: the proxy's error type (which side failed, whether a retry
+//!   helps, the Kafka error code).
 //! - [`cli`]: the `kflip` command line.
 //!
-//! Data flows `proxy::listeners` -> `proxy::connection` -> (frames through
-//! `protocol`) -> upstream broker, with `routing` deciding which broker.
+//! A request flows `proxy::listeners` -> `proxy::connection` (a session
+//! started through `failover::gate`) -> `proxy::loops` -> `codec` (parsed)
+//! -> `protocol::filters` -> the upstream broker, with `routing` deciding
+//! which broker; its response comes back through the filter that forwarded
+//! it and `proxy::addresses`.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod error;
+pub mod failover;
 pub mod kafka;
 pub mod offsets;
 pub mod protocol;

@@ -189,3 +189,15 @@ pub fn rewrite_offset_commit(
     out.extend_from_slice(&body[at..]);
     Ok(out)
 }
+
+/// The group id of a LeaveGroup request.
+pub fn leave_group_id(body: &[u8], version: i16) -> Option<String> {
+    let compact = version >= 4;
+    let mut r = super::varint::Reader::new(body, 0);
+    let len = if compact {
+        (r.uvarint().ok()? as usize).checked_sub(1)?
+    } else {
+        usize::try_from(r.i16().ok()?).ok()?
+    };
+    Some(String::from_utf8_lossy(r.take(len).ok()?).into_owned())
+}

@@ -13,8 +13,9 @@
 //! - [`frame`], [`header`], [`varint`]: length-prefixed frames, request
 //!   headers, and the primitive reader.
 //! - [`walk`]: the field walker the request parsers share.
-//! - [`group`], [`fetch_request`], [`produce`], [`txn`], [`epochs`],
-//!   [`consumer_group`]: one parser per API family.
+//! - [`group`], [`fetch_request`], [`produce`], [`producer_id`], [`txn`],
+//!   [`epochs`], [`consumer_group`]: one parser per API family;
+//! - [`records`]: the records inside a batch (a header looked for).
 //! - [`answers`]: responses kflip answers with instead of forwarding.
 
 pub mod answers;
@@ -25,6 +26,8 @@ pub mod frame;
 pub mod group;
 pub mod header;
 pub mod produce;
+pub mod producer_id;
+pub mod records;
 pub mod txn;
 pub mod varint;
 pub mod walk;

@@ -7,6 +7,7 @@
 
 pub mod api_versions;
 pub mod fetch;
+pub mod filters;
 pub mod rewrite;
 pub mod versions;
 

@@ -8,9 +8,10 @@
 //!   upstream broker and rewriting responses;
 //! - [`upstream`]: what kflip itself asks the clusters (API versions, brokers).
 
+mod addresses;
 mod connection;
-mod failover;
 mod listeners;
+mod loops;
 mod upstream;
 
 use std::collections::HashMap;
@@ -23,26 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ClusterName, Config, ConfigError, ProxyConfig};
+use crate::failover::{EngineLink, Switchboard};
 use crate::protocol::versions::VersionTable;
 use crate::replication::Engine;
 use crate::routing::Topology;
 
 pub use listeners::ListenerKind;
 
-/// Which cluster clients go to, and how many times that changed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SwitchState {
-    /// Bumped on every change of the active cluster. Sessions of an older
-    /// epoch are drained and re-routed; clients' group members, fetch
-    /// positions and producer ids from older epochs are fenced or remapped
-    /// (see `failover`).
-    pub epoch: u64,
-    /// The cluster clients are forwarded to.
-    pub active: ClusterName,
-    /// A planned switch is under way: connections hold new requests while
-    /// replication catches up.
-    pub holding: bool,
-}
+pub use crate::failover::SwitchState;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +67,10 @@ pub(crate) struct Shared {
     /// Proxy settings that need a restart to change (listeners); kept from
     /// startup so a reload cannot half-apply them.
     startup: ProxyConfig,
-    /// Active cluster and switch epoch.
-    switch: watch::Sender<SwitchState>,
     /// Virtual node slots per cluster.
     topology: Topology,
     /// Each cluster's real topic ids, for the virtual ids clients see.
-    topic_ids: crate::routing::topic_ids::TopicIds,
+    topic_ids: Arc<crate::routing::topic_ids::TopicIds>,
     /// Virtual broker listeners by slot.
     listeners: listeners::BrokerListeners,
     /// When each cluster was last discovered on a connection's behalf.
@@ -98,20 +85,12 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     tasks: TaskTracker,
-    /// Requests forwarded and not yet answered, over all connections.
-    in_flight: AtomicUsize,
-    /// The replication engine running in the same process, if any.
-    engine: Option<Arc<Engine>>,
-    /// Client state across switches.
-    failover: failover::Tracker,
+    /// The switch, what is remembered about clients across it, and the
+    /// link to the engine: [`crate::failover`] owns all of it.
+    board: Arc<Switchboard>,
 }
 
 impl Shared {
-    /// Requests forwarded and not yet answered.
-    fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
     /// The current proxy settings (validation guarantees the section exists
     /// in every published snapshot; fall back to startup's if not).
     fn proxy_config(&self) -> ProxyConfig {
@@ -133,7 +112,7 @@ pub struct ProxyHandle {
 impl ProxyHandle {
     /// The current switch state.
     pub fn switch_state(&self) -> SwitchState {
-        self.shared.switch.borrow().clone()
+        self.shared.board.state()
     }
 
     /// Client connections open now.
@@ -169,31 +148,26 @@ pub async fn start(
 ) -> Result<ProxyHandle, ProxyError> {
     let cfg = config.borrow().clone();
     let p = cfg.require_proxy()?.clone();
-    let (switch, _) = watch::channel(SwitchState {
-        epoch: 0,
-        active: p.active.clone(),
-        holding: false,
-    });
+    let board = Arc::new(Switchboard::new(
+        config.clone(),
+        p.clone(),
+        shutdown.clone(),
+        EngineLink::new(engine),
+    ));
     let shared = Arc::new(Shared {
         config: config.clone(),
         topology: Topology::new(p.max_brokers as usize),
         topic_ids: Default::default(),
         listeners: listeners::BrokerListeners::new(&p),
         startup: p.clone(),
-        switch,
         versions: Mutex::new(HashMap::new()),
         discovery: tokio::sync::Mutex::new(HashMap::new()),
         connections: AtomicUsize::new(0),
         bootstrap_port: AtomicU16::new(p.listen_port),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
-        in_flight: AtomicUsize::new(0),
-        engine,
-        failover: failover::Tracker::default(),
+        board,
     });
-    if let Some(engine) = &shared.engine {
-        engine.set_active(p.active.as_str());
-    }
     let bootstrap = listeners::bind_bootstrap(&shared).await?;
     tracing::info!(
         listen = %bootstrap,
@@ -218,12 +192,12 @@ pub async fn start(
         }
     }
     tokio::spawn(follow_config(shared.clone(), config));
-    tokio::spawn(failover::feed_engine(shared.clone()));
+    tokio::spawn(crate::failover::switch::feed_engine(shared.board.clone()));
     Ok(ProxyHandle { bootstrap, shared })
 }
 
 /// Applies config changes: a new active cluster runs the switch (see
-/// `failover::switch`), which bumps the switch epoch.
+/// `failover::switch::run`), which bumps the switch epoch.
 async fn follow_config(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Config>>) {
     loop {
         tokio::select! {
@@ -236,7 +210,7 @@ async fn follow_config(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Conf
             continue;
         };
         warn_restart_needed(&shared.startup, p);
-        let previous = shared.switch.borrow().clone();
+        let previous = shared.board.state();
         if p.active != previous.active {
             tracing::info!(
                 from = %previous.active,
@@ -245,7 +219,7 @@ async fn follow_config(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Conf
                 "switching active cluster"
             );
             tokio::spawn(upstream::discover(shared.clone(), p.active.clone()));
-            failover::switch(&shared, previous, p.active.clone()).await;
+            crate::failover::switch::run(&shared.board, previous, p.active.clone()).await;
         }
         // Clusters added or changed on reload are probed afresh.
         let known: Vec<ClusterName> = cfg.clusters.keys().cloned().collect();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ClusterName;
+use crate::error::Fault;
 use crate::kafka::KafkaConn;
 use crate::protocol::versions::{advertised, VersionTable};
 use crate::routing::{BrokerAddr, RealNodeId};
@@ -30,7 +31,7 @@ pub(crate) async fn discover(shared: Arc<Shared>, cluster: ClusterName) {
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
-        if shared.switch.borrow().active != cluster {
+        if shared.board.state().active != cluster {
             return;
         }
     }
@@ -40,17 +41,11 @@ pub(crate) async fn discover(shared: Arc<Shared>, cluster: ClusterName) {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DiscoverError {
     /// The cluster did not answer, or answered nothing usable.
-    #[error("{0}")]
-    Cluster(String),
+    #[error(transparent)]
+    Cluster(#[from] Fault),
     /// A virtual broker's listener could not be bound.
     #[error(transparent)]
     Listen(super::ProxyError),
-}
-
-impl From<String> for DiscoverError {
-    fn from(e: String) -> Self {
-        DiscoverError::Cluster(e)
-    }
 }
 
 pub(crate) async fn discover_once(
@@ -62,8 +57,11 @@ pub(crate) async fn discover_once(
     let timeout = shared.proxy_config().connect_timeout;
     let mut conn = KafkaConn::connect_any(&bootstrap, timeout)
         .await
-        .map_err(|e| e.to_string())?;
-    let md = conn.brokers(&versions).await.map_err(|e| e.to_string())?;
+        .map_err(|e| Fault::upstream(cluster, e))?;
+    let md = conn
+        .brokers(&versions)
+        .await
+        .map_err(|e| Fault::upstream(cluster, e))?;
     let brokers: Vec<(RealNodeId, BrokerAddr)> = md
         .brokers
         .iter()
@@ -78,7 +76,7 @@ pub(crate) async fn discover_once(
         })
         .collect();
     for slot in shared.topology.learn(cluster, &brokers) {
-        let slot = slot.map_err(|e| e.to_string())?;
+        let slot = slot.map_err(Fault::internal)?;
         listeners::ensure(shared, slot)
             .await
             .map_err(DiscoverError::Listen)?;
@@ -116,20 +114,20 @@ pub(crate) async fn ensure_discovered(
     recent.insert(cluster.clone(), std::time::Instant::now());
 }
 
-fn bootstrap_of(shared: &Shared, cluster: &ClusterName) -> Result<Vec<String>, String> {
+fn bootstrap_of(shared: &Shared, cluster: &ClusterName) -> Result<Vec<String>, Fault> {
     shared
         .config
         .borrow()
         .cluster(cluster)
         .map(|c| c.bootstrap.clone())
-        .ok_or_else(|| format!("cluster {cluster} is no longer configured"))
+        .ok_or_else(|| Fault::upstream(cluster, "no longer configured"))
 }
 
 /// The ApiVersions table of `cluster`, probing it if not known yet.
 pub(crate) async fn cluster_versions(
     shared: &Shared,
     cluster: &ClusterName,
-) -> Result<Arc<VersionTable>, String> {
+) -> Result<Arc<VersionTable>, Fault> {
     if let Some(t) = lock(shared).get(cluster) {
         return Ok(t.clone());
     }
@@ -137,8 +135,12 @@ pub(crate) async fn cluster_versions(
     let timeout = shared.proxy_config().connect_timeout;
     let mut conn = KafkaConn::connect_any(&bootstrap, timeout)
         .await
-        .map_err(|e| e.to_string())?;
-    let table = Arc::new(conn.api_versions().await.map_err(|e| e.to_string())?);
+        .map_err(|e| Fault::upstream(cluster, e))?;
+    let table = Arc::new(
+        conn.api_versions()
+            .await
+            .map_err(|e| Fault::upstream(cluster, e))?,
+    );
     lock(shared).insert(cluster.clone(), table.clone());
     Ok(table)
 }
@@ -156,7 +158,7 @@ fn lock(
 pub(crate) async fn advertised_versions(
     shared: &Shared,
     active: &ClusterName,
-) -> Result<VersionTable, String> {
+) -> Result<VersionTable, Fault> {
     cluster_versions(shared, active).await?;
     let known: Vec<Arc<VersionTable>> = lock(shared).values().cloned().collect();
     let refs: Vec<&VersionTable> = known.iter().map(|t| t.as_ref()).collect();
@@ -171,7 +173,7 @@ pub(crate) fn targets(
     shared: &Shared,
     cluster: &ClusterName,
     kind: ListenerKind,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Fault> {
     let mut out = Vec::new();
     if let ListenerKind::Broker(slot) = kind {
         if let Some(addr) = shared.topology.address(cluster, slot) {

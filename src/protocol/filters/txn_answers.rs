@@ -1,44 +1,20 @@
-//! Transactional producers across a switch.
-//!
-//! A transaction open on the old cluster cannot go on on the new one: the
-//! new cluster's coordinator never saw its producer id. Forwarded, its
-//! requests would meet whatever that cluster answers for an unknown id,
-//! and some answers (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH) are fatal to
-//! the client. kflip answers them itself, with errors clients treat as
-//! abortable and that make them bump their epoch (KIP-360):
-//! - AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and a committing
-//!   EndTxn, and transactional Produce batches: an abortable error (see
-//!   `abortable`: TRANSACTION_ABORTABLE for the Java client, the errors
-//!   librdkafka aborts and bumps its epoch on for it);
-//! - an aborting EndTxn: success, as there is nothing to abort on the new
-//!   cluster (the old cluster aborts the transaction when it times out).
-//!
-//! The client aborts. kflip answers that abort with success and asks the
-//! new cluster's coordinator for a fresh id for the transactional id, which
-//! then stands for the old one: a client that goes on under its old id (the
-//! Java client after TRANSACTION_ABORTABLE) has its later transactional
-//! requests and batches rewritten onto the fresh id, with sequences
-//! rebased; a client that bumps its epoch (librdkafka, KIP-360) gets a
-//! fresh id from its InitProducerId (see `fresh_producer_id`); on
-//! transactions v2 the fresh id is also in the EndTxn v5 response. The
-//! records of the aborted transaction are the application's to send again,
-//! as after any abort.
+//! kflip's own answers to the transactional requests of a producer from
+//! before a switch (see [`super::txn`]).
 
 use bytes::Bytes;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, ApiKey, EndTxnResponse, ProduceResponse,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, ApiKey, EndTxnResponse,
     TxnOffsetCommitResponse,
 };
 
-use crate::codec as wire;
 use crate::codec::txn::txn_request;
+use crate::codec::{self as wire, AnswerError};
 
 /// Kafka's INVALID_PRODUCER_ID_MAPPING.
 const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
@@ -57,7 +33,7 @@ const TRANSACTION_ABORTABLE: i16 = 120;
 /// as an OutOfOrderSequenceException, which applications treat as fatal).
 /// Older versions (librdkafka) get the errors it aborts and bumps its
 /// epoch on.
-fn abortable(api: ApiKey, version: i16) -> i16 {
+pub fn abortable(api: ApiKey, version: i16) -> i16 {
     match api {
         ApiKey::Produce if version >= 11 => TRANSACTION_ABORTABLE,
         ApiKey::Produce => UNKNOWN_PRODUCER_ID,
@@ -69,43 +45,6 @@ fn abortable(api: ApiKey, version: i16) -> i16 {
     }
 }
 
-/// A transaction as a request names it.
-pub(crate) struct TxnOf {
-    pub(crate) transactional_id: String,
-    pub(crate) producer_id: i64,
-    pub(crate) producer_epoch: i16,
-}
-
-/// Aborts the transaction on the cluster that was active before the switch,
-/// once per producer id and epoch, in the background: left open there, it
-/// would hold back that cluster's read_committed readers (and a failback's)
-/// until it timed out. If that cluster is down, it aborts on its own when
-/// the transaction times out.
-pub(crate) fn abort_on_old_cluster(shared: &std::sync::Arc<crate::proxy::Shared>, t: TxnOf) {
-    let Some(from) = shared.failover.previous_active() else {
-        return;
-    };
-    if !shared.failover.first_abort(t.producer_id, t.producer_epoch) {
-        return;
-    }
-    let boot = crate::proxy::failover::bootstrap(shared, &from);
-    let timeout = shared.proxy_config().connect_timeout;
-    tokio::spawn(async move {
-        let mut admin = crate::kafka::groups::GroupAdmin::new(boot, timeout);
-        match admin
-            .abort_transaction(&t.transactional_id, t.producer_id, t.producer_epoch)
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(cluster = %from, transactional_id = %t.transactional_id, "open transaction from before the switch aborted on the old cluster")
-            }
-            Err(e) => {
-                tracing::info!(cluster = %from, transactional_id = %t.transactional_id, error = %e, "open transaction from before the switch not aborted on the old cluster; it aborts when it times out")
-            }
-        }
-    });
-}
-
 /// kflip's own answer to a transactional request of a producer id from
 /// before the switch (see the module docs).
 ///
@@ -114,14 +53,14 @@ pub(crate) fn abort_on_old_cluster(shared: &std::sync::Arc<crate::proxy::Shared>
 /// the client takes its next epoch from the EndTxn response and never
 /// sends InitProducerId) hands them to the client, so its next transaction
 /// runs on the new cluster under an id that cluster issued.
-pub(crate) fn answer(
+pub fn answer(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &[u8],
     fresh: Option<(i64, i16)>,
-) -> Result<Bytes, String> {
-    let r = txn_request(api, version, body).map_err(|e| format!("bad {api:?} request: {e}"))?;
+) -> Result<Bytes, AnswerError> {
+    let r = txn_request(api, version, body)?;
     match api {
         ApiKey::AddPartitionsToTxn => {
             let topics = r
@@ -184,39 +123,20 @@ pub(crate) fn answer(
             }
             wire::response_frame(&resp, "EndTxn", version, correlation_id)
         }
-        _ => Err(format!("kflip does not answer {api:?} for a transaction")),
+        _ => Err(AnswerError::Unanswerable(format!(
+            "{api:?} for a transaction"
+        ))),
     }
 }
 
 /// kflip's answer to a transactional Produce of a producer id from before
 /// the switch: an abortable error for every partition in it
 /// (TRANSACTION_ABORTABLE from v11, UNKNOWN_PRODUCER_ID before).
-pub(crate) fn produce_answer(
+pub fn produce_answer(
     version: i16,
     correlation_id: i32,
     view: &wire::ProduceView,
-) -> Result<Bytes, String> {
-    let mut topics: Vec<TopicProduceResponse> = Vec::new();
-    for b in &view.batches {
-        let part = PartitionProduceResponse::default()
-            .with_index(b.partition)
-            .with_error_code(abortable(ApiKey::Produce, version))
-            .with_base_offset(-1)
-            .with_log_append_time_ms(-1)
-            .with_log_start_offset(-1);
-        match topics.iter_mut().find(|t| t.name.as_str() == &*b.topic) {
-            Some(t) => {
-                if !t.partition_responses.iter().any(|p| p.index == b.partition) {
-                    t.partition_responses.push(part);
-                }
-            }
-            None => topics.push(
-                TopicProduceResponse::default()
-                    .with_name(wire::topic_name(&b.topic))
-                    .with_partition_responses(vec![part]),
-            ),
-        }
-    }
-    let resp = ProduceResponse::default().with_responses(topics);
-    wire::response_frame(&resp, "Produce", version, correlation_id)
+) -> Result<Bytes, AnswerError> {
+    let code = abortable(ApiKey::Produce, version);
+    wire::produce_error_response(version, correlation_id, view, code, None)
 }

@@ -1,0 +1,314 @@
+//! The two loops of an upstream session.
+//!
+//! The request loop reads client frames, answers ApiVersions itself,
+//! refuses what kflip does not serve, passes each request through the
+//! filter chain ([`crate::protocol::filters`]), records each request that
+//! expects a response in the session's correlation queue, and forwards the
+//! frame. The response loop takes the queue in order (Kafka answers
+//! requests on one connection in order), reads the matching upstream
+//! response within [`ProxyConfig::idle_timeout`], checks its correlation
+//! id, lets the filter that forwarded it observe it, rewrites it if its API
+//! carries addresses, and writes it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+
+use super::addresses::{rewrite, ConnMap};
+use super::connection::Ctx;
+use super::{upstream, SwitchState};
+use crate::codec::frame::{read_frame, Frame};
+use crate::codec::header::{parse_request_head, produce_acks};
+use crate::config::ProxyConfig;
+use crate::error::Fault;
+use crate::failover::InFlight;
+use crate::kafka::api_name;
+use crate::protocol::filters::{self, Observe, Request, Verdict};
+use crate::protocol::versions::{policy, Handling, VersionTable};
+use crate::protocol::{api_versions, fetch};
+
+/// Most requests a client may have in flight on one connection; the request
+/// loop stops reading when this many are waiting for responses.
+pub(super) const MAX_IN_FLIGHT: usize = 1024;
+
+/// What the response loop must send next, in request order: the session's
+/// correlation queue.
+pub(super) enum Pending {
+    /// Read the response to this request from upstream.
+    Upstream {
+        correlation_id: i32,
+        api: ApiKey,
+        version: i16,
+        handling: Handling,
+        /// What the filter that forwarded it learns from the response.
+        observe: Observe,
+        /// Counts the request as in flight until it is answered or dropped.
+        _counted: InFlight,
+    },
+    /// A response kflip made itself.
+    Local(Frame),
+    /// A response kflip made itself, sent after a pause (an empty Fetch
+    /// answer waits like a broker's long poll would).
+    Delayed(Bytes, Duration),
+}
+
+/// Why the request loop stopped reading.
+pub(super) enum Stop {
+    /// The client closed its side.
+    ClientClosed,
+    /// The active cluster changed.
+    Switched(SwitchState),
+    /// kflip is shutting down.
+    Shutdown,
+}
+
+fn ended() -> Fault {
+    Fault::internal("response loop ended")
+}
+
+pub(super) async fn request_loop(
+    ctx: &Ctx,
+    client: &mut BufReader<OwnedReadHalf>,
+    mut upstream: OwnedWriteHalf,
+    tx: mpsc::Sender<Pending>,
+    switch: &mut watch::Receiver<SwitchState>,
+) -> Result<Stop, Fault> {
+    let mut versions: Option<VersionTable> = None;
+    let mut first = ctx.first;
+    loop {
+        let wait = if first {
+            ctx.cfg.handshake_timeout
+        } else {
+            ctx.cfg.idle_timeout
+        };
+        let frame = tokio::select! {
+            biased;
+            _ = ctx.shared.shutdown.cancelled() => return Ok(Stop::Shutdown),
+            changed = switch.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let mut next = switch.borrow_and_update().clone();
+                // A planned switch first holds requests while replication
+                // catches up; in-flight ones go on meanwhile.
+                while next.holding && next.epoch == ctx.epoch {
+                    tokio::select! {
+                        _ = ctx.shared.shutdown.cancelled() => return Ok(Stop::Shutdown),
+                        changed = switch.changed() => if changed.is_err() { break },
+                    }
+                    next = switch.borrow_and_update().clone();
+                }
+                if next.epoch != ctx.epoch && next.active != ctx.cluster {
+                    return Ok(Stop::Switched(next));
+                }
+                continue;
+            }
+            read = tokio::time::timeout(wait, read_frame(client, ctx.cfg.max_frame_bytes)) => match read {
+                Err(_) if first => return Err(Fault::client(format!("no request within proxy.handshake_timeout ({wait:?})"))),
+                Err(_) => return Err(Fault::client(format!("idle for proxy.idle_timeout ({wait:?})"))),
+                Ok(Err(e)) => return Err(Fault::client(format!("bad frame from client: {e}"))),
+                Ok(Ok(None)) => return Ok(Stop::ClientClosed),
+                Ok(Ok(Some(f))) => f,
+            },
+        };
+        first = false;
+        let head = parse_request_head(frame.payload())
+            .map_err(|e| Fault::client(format!("bad request header: {e}")))?;
+        let span = tracing::debug_span!(
+            "request",
+            api_key = head.api_key,
+            correlation_id = head.correlation_id
+        );
+        let _enter = span.enter();
+        let api = ApiKey::try_from(head.api_key).map_err(|()| {
+            Fault::client(format!(
+                "unknown API key {} (kflip refuses keys it cannot decode)",
+                head.api_key
+            ))
+        })?;
+        let (handling, _) = policy(api).ok_or_else(|| {
+            Fault::client(format!(
+                "{} (key {}) is not served through kflip",
+                api_name(head.api_key),
+                head.api_key
+            ))
+        })?;
+        if versions.is_none() {
+            versions = Some(upstream::advertised_versions(&ctx.shared, &ctx.cluster).await?);
+        }
+        let table = versions.as_ref().expect("set above");
+        if handling == Handling::Local {
+            let answer = api_versions::answer(head.api_version, head.correlation_id, table);
+            tx.send(Pending::Local(answer)).await.map_err(|_| ended())?;
+            continue;
+        }
+        let range = table.get(&head.api_key).copied();
+        match range {
+            Some(r) if (r.min..=r.max).contains(&head.api_version) => {}
+            _ => {
+                return Err(Fault::client(format!(
+                    "{:?} v{} is not among the versions kflip advertised ({})",
+                    api,
+                    head.api_version,
+                    range
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "none".into())
+                )))
+            }
+        }
+        let body_offset = head.body_offset.unwrap_or(0);
+        let expects_response = if api == ApiKey::Produce {
+            produce_acks(&frame.payload()[body_offset..], head.api_version)
+                .map_err(|e| Fault::client(format!("bad Produce request: {e}")))?
+                != 0
+        } else {
+            true
+        };
+        let req = Request {
+            api,
+            version: head.api_version,
+            correlation_id: head.correlation_id,
+            body_offset,
+            frame,
+        };
+        let (frame, observe) = match filters::on_request(&ctx.filters, req).await? {
+            Verdict::Forward(frame, observe) => (frame, observe),
+            Verdict::Answer(answer, pause) => {
+                tx.send(Pending::Delayed(answer, pause))
+                    .await
+                    .map_err(|_| ended())?;
+                continue;
+            }
+            Verdict::Drop => continue,
+        };
+        if expects_response {
+            let pending = Pending::Upstream {
+                correlation_id: head.correlation_id,
+                api,
+                version: head.api_version,
+                handling,
+                observe,
+                _counted: ctx.shared.board.forwarded(),
+            };
+            tx.send(pending).await.map_err(|_| ended())?;
+        }
+        upstream
+            .write_all(&frame.0)
+            .await
+            .map_err(|e| Fault::upstream(&ctx.cluster, format!("write failed: {e}")))?;
+    }
+}
+
+/// How long kflip waits for one upstream response: as long as it lets a
+/// client stay idle (`proxy.idle_timeout`). Brokers answer within the
+/// client's request timeout or hold a request for a bounded time (a
+/// JoinGroup for the rebalance timeout, a Fetch for its max wait); a broker
+/// that never answers would otherwise hold the session forever.
+pub(super) fn response_timeout(cfg: &ProxyConfig) -> Duration {
+    cfg.idle_timeout
+}
+
+pub(super) async fn response_loop(
+    ctx: &Ctx,
+    upstream: OwnedReadHalf,
+    client: &mut OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+) -> Result<(), Fault> {
+    let mut upstream = BufReader::with_capacity(256 * 1024, upstream);
+    let bound = response_timeout(&ctx.cfg);
+    let late = || {
+        Fault::upstream(
+            &ctx.cluster,
+            format!("no response within {bound:?} (proxy.idle_timeout)"),
+        )
+    };
+    let client_write = |e: std::io::Error| Fault::client(format!("client write failed: {e}"));
+    while let Some(pending) = rx.recv().await {
+        let out = match pending {
+            Pending::Local(frame) => frame.0.freeze(),
+            Pending::Delayed(frame, pause) => {
+                tokio::time::sleep(pause).await;
+                frame
+            }
+            Pending::Upstream {
+                correlation_id,
+                api: ApiKey::Fetch,
+                version,
+                handling: Handling::Rewrite,
+                ..
+            } => {
+                // Streamed: the records go to the client as they arrive.
+                let len = tokio::time::timeout(bound, read_len(&mut upstream, ctx))
+                    .await
+                    .map_err(|_| late())??;
+                client
+                    .write_all(&(len as i32).to_be_bytes())
+                    .await
+                    .map_err(client_write)?;
+                let map = ConnMap::new(ctx);
+                fetch::stream_fetch(&mut upstream, client, len, version, correlation_id, &map)
+                    .await
+                    .map_err(|e| Fault::upstream(&ctx.cluster, e))?;
+                continue;
+            }
+            Pending::Upstream {
+                correlation_id,
+                api,
+                version,
+                handling,
+                observe,
+                ..
+            } => {
+                // Fetch responses are streamed; every other response is
+                // read whole, so it is held to the same bound as requests.
+                let frame =
+                    tokio::time::timeout(bound, read_frame(&mut upstream, ctx.cfg.max_frame_bytes))
+                        .await
+                        .map_err(|_| late())?
+                        .map_err(|e| Fault::upstream(&ctx.cluster, e))?
+                        .ok_or_else(|| closed(ctx))?;
+                let got = frame
+                    .payload()
+                    .get(..4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                if got != Some(correlation_id) {
+                    return Err(Fault::upstream(
+                        &ctx.cluster,
+                        format!("response correlation id {got:?} does not match request {correlation_id}"),
+                    ));
+                }
+                filters::on_response(&ctx.filters, observe, version, frame.payload());
+                match handling {
+                    Handling::Rewrite => rewrite(ctx, api, version, frame.0.freeze()).await?,
+                    _ => frame.0.freeze(),
+                }
+            }
+        };
+        client.write_all(&out).await.map_err(client_write)?;
+    }
+    Ok(())
+}
+
+fn closed(ctx: &Ctx) -> Fault {
+    Fault::upstream(
+        &ctx.cluster,
+        "closed the connection with requests in flight",
+    )
+}
+
+/// Reads a response's length prefix.
+async fn read_len(upstream: &mut BufReader<OwnedReadHalf>, ctx: &Ctx) -> Result<usize, Fault> {
+    use tokio::io::AsyncReadExt;
+    let mut prefix = [0u8; 4];
+    upstream
+        .read_exact(&mut prefix)
+        .await
+        .map_err(|_| closed(ctx))?;
+    let len = i32::from_be_bytes(prefix);
+    usize::try_from(len)
+        .map_err(|_| Fault::upstream(&ctx.cluster, format!("negative frame length {len}")))
+}
