@@ -117,7 +117,7 @@ impl Runner<'_> {
                 let mut map = self.checkpoints.remove(&sp).unwrap_or_default();
                 if !created {
                     match recover_from_target(
-                        &self.setup.target,
+                        &self.setup.clusters.target,
                         &target_name,
                         &st.source_id,
                         &sp,

@@ -26,11 +26,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::provenance::{self, Decision, Origin};
 use super::state::{now_ms, parse_checkpoint_key, FlowState, SourcePartition};
 use super::topics::Admin;
+use crate::cluster::rdkafka::client_config;
+use crate::config::ClusterConfig;
 use crate::offsets::{OffsetMap, SourceOffset, TargetOffset};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,10 +45,8 @@ const RESTORED: usize = usize::MAX - 1;
 pub struct FlowStart {
     /// The flow.
     pub cfg: crate::config::FlowConfig,
-    /// Source bootstrap servers.
-    pub source: String,
-    /// Target bootstrap servers.
-    pub target: String,
+    /// How to reach its source and target.
+    pub clusters: FlowClusters,
     /// Name of the state topic.
     pub state_topic: String,
     /// Set to stop the thread.
@@ -59,11 +59,20 @@ pub struct FlowStart {
     pub orphans: super::orphans::Orphans,
 }
 
+/// How to reach the two clusters of a flow, as the config said when the
+/// flow started. A reload that changes any of it restarts the flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowClusters {
+    /// The cluster records are read from.
+    pub source: ClusterConfig,
+    /// The cluster records are written to.
+    pub target: ClusterConfig,
+}
+
 /// A flow whose clusters answered.
 pub(super) struct FlowSetup {
     pub(super) state: Arc<FlowState>,
-    pub(super) source: String,
-    pub(super) target: String,
+    pub(super) clusters: FlowClusters,
     pub(super) state_topic: String,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) rt: tokio::runtime::Handle,
@@ -72,13 +81,13 @@ pub(super) struct FlowSetup {
 
 /// Asks both clusters for their ids and publishes the flow's state.
 fn resolve(start: &FlowStart) -> Result<FlowSetup, String> {
-    let id = |bootstrap: &str, name: &str| -> Result<String, String> {
-        let admin = Admin::new(name, bootstrap, start.rt.clone())?;
+    let id = |cluster: &ClusterConfig, name: &str| -> Result<String, String> {
+        let admin = Admin::new(name, cluster, start.rt.clone())?;
         admin.brokers()?;
         Ok(admin.cluster_id().unwrap_or_else(|| name.to_string()))
     };
-    let source_id = id(&start.source, start.cfg.source.as_str())?;
-    let target_id = id(&start.target, start.cfg.target.as_str())?;
+    let source_id = id(&start.clusters.source, start.cfg.source.as_str())?;
+    let target_id = id(&start.clusters.target, start.cfg.target.as_str())?;
     let existing = start.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let state = match existing {
         Some(s) if s.source_id == source_id && s.target_id == target_id => s,
@@ -90,8 +99,7 @@ fn resolve(start: &FlowStart) -> Result<FlowSetup, String> {
     };
     Ok(FlowSetup {
         state,
-        source: start.source.clone(),
-        target: start.target.clone(),
+        clusters: start.clusters.clone(),
         state_topic: start.state_topic.clone(),
         stop: start.stop.clone(),
         rt: start.rt.clone(),
@@ -238,58 +246,61 @@ pub(super) struct Runner<'a> {
     pub(super) checkpoint_ids: HashMap<SourcePartition, uuid::Uuid>,
 }
 
-fn base_config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("client.id", "kflip-engine");
-    c
-}
-
 impl<'a> Runner<'a> {
     fn new(setup: &'a FlowSetup) -> Result<Runner<'a>, String> {
         let st = &setup.state;
         let cfg = &st.cfg;
-        let source: BaseConsumer<SourceStats> = base_config(&setup.source)
-            .set("group.id", format!("_kflip-engine-{}", cfg.id))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "error")
-            .set("statistics.interval.ms", "1000")
-            // Brokers answer a fetch as soon as data is there; the wait only
-            // matters when the source is idle, and on brokers that hold
-            // every fetch for the whole wait (tansu 0.6).
-            .set(
-                "fetch.wait.max.ms",
-                cfg.fetch_wait.as_millis().max(1).to_string(),
-            )
-            .set("fetch.max.bytes", "52428800")
-            .set(
-                "max.partition.fetch.bytes",
-                cfg.fetch_partition_bytes.to_string(),
-            )
-            .set("queued.max.messages.kbytes", "262144")
-            .create_with_context(SourceStats(st.clone()))
-            .map_err(|e| format!("source consumer: {e}"))?;
-        let producer: ThreadedProducer<Deliver> = base_config(&setup.target)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("message.timeout.ms", "0")
-            .set("linger.ms", cfg.linger.as_millis().to_string())
-            .set("batch.size", cfg.batch_bytes.to_string())
-            .set(
-                "queue.buffering.max.messages",
-                cfg.max_buffered_records.to_string(),
-            )
-            .set("queue.buffering.max.kbytes", "1048576")
-            .set("compression.type", "none")
-            .create_with_context(Deliver(st.clone()))
-            .map_err(|e| format!("target producer: {e}"))?;
-        let source_admin = Admin::new(st.cfg.source.as_str(), &setup.source, setup.rt.clone())?;
-        let target_admin = Admin::new(st.cfg.target.as_str(), &setup.target, setup.rt.clone())?;
+        let source: BaseConsumer<SourceStats> =
+            client_config(&setup.clusters.source, "kflip-engine")
+                .set("group.id", format!("_kflip-engine-{}", cfg.id))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("isolation.level", "read_committed")
+                .set("auto.offset.reset", "error")
+                .set("statistics.interval.ms", "1000")
+                // Brokers answer a fetch as soon as data is there; the wait only
+                // matters when the source is idle, and on brokers that hold
+                // every fetch for the whole wait (tansu 0.6).
+                .set(
+                    "fetch.wait.max.ms",
+                    cfg.fetch_wait.as_millis().max(1).to_string(),
+                )
+                .set("fetch.max.bytes", "52428800")
+                .set(
+                    "max.partition.fetch.bytes",
+                    cfg.fetch_partition_bytes.to_string(),
+                )
+                .set("queued.max.messages.kbytes", "262144")
+                .create_with_context(SourceStats(st.clone()))
+                .map_err(|e| format!("source consumer: {e}"))?;
+        let producer: ThreadedProducer<Deliver> =
+            client_config(&setup.clusters.target, "kflip-engine")
+                .set("acks", "all")
+                .set("enable.idempotence", "true")
+                .set("max.in.flight.requests.per.connection", "5")
+                .set("message.timeout.ms", "0")
+                .set("linger.ms", cfg.linger.as_millis().to_string())
+                .set("batch.size", cfg.batch_bytes.to_string())
+                .set(
+                    "queue.buffering.max.messages",
+                    cfg.max_buffered_records.to_string(),
+                )
+                .set("queue.buffering.max.kbytes", "1048576")
+                .set("compression.type", "none")
+                .create_with_context(Deliver(st.clone()))
+                .map_err(|e| format!("target producer: {e}"))?;
+        let source_admin = Admin::new(
+            st.cfg.source.as_str(),
+            &setup.clusters.source,
+            setup.rt.clone(),
+        )?;
+        let target_admin = Admin::new(
+            st.cfg.target.as_str(),
+            &setup.clusters.target,
+            setup.rt.clone(),
+        )?;
         ensure_state_topic(&target_admin, &setup.state_topic)?;
-        let saved = load_checkpoints(&setup.target, &setup.state_topic, &cfg.id)?;
+        let saved = load_checkpoints(&setup.clusters.target, &setup.state_topic, &cfg.id)?;
         let checkpoints = saved.maps;
         setup.orphans.resume(&cfg.id, saved.watches);
         tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), "flow started");
@@ -386,7 +397,7 @@ impl<'a> Runner<'a> {
             let target_topic = st.cfg.target_topic(&range.topic);
             let mut sent = 0u64;
             let read = scan(
-                &self.setup.source,
+                &self.setup.clusters.source,
                 &range.topic,
                 range.partition,
                 range.from,
@@ -695,7 +706,11 @@ struct Saved {
 }
 
 /// Reads the state topic: what it holds for `flow`.
-fn load_checkpoints(target: &str, state_topic: &str, flow: &str) -> Result<Saved, String> {
+fn load_checkpoints(
+    target: &ClusterConfig,
+    state_topic: &str,
+    flow: &str,
+) -> Result<Saved, String> {
     let mut out = HashMap::new();
     let mut ids = HashMap::new();
     let mut watches: HashMap<SourcePartition, Option<i64>> = HashMap::new();
@@ -752,13 +767,13 @@ type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 /// Reads a partition from `from` to its current end; returns (key, value)
 /// pairs. Used for the state topic.
 fn read_partition(
-    bootstrap: &str,
+    cluster: &ClusterConfig,
     topic: &str,
     partition: i32,
     from: i64,
 ) -> Result<Vec<KeyValue>, String> {
     let mut out = Vec::new();
-    scan(bootstrap, topic, partition, from, |m| {
+    scan(cluster, topic, partition, from, |m| {
         out.push((m.key().map(|k| k.to_vec()), m.payload().map(|v| v.to_vec())));
     })?;
     Ok(out)
@@ -766,13 +781,13 @@ fn read_partition(
 
 /// Calls `f` for every record of a partition from `from` to the end it has now.
 pub(crate) fn scan(
-    bootstrap: &str,
+    cluster: &ClusterConfig,
     topic: &str,
     partition: i32,
     from: i64,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<(), String> {
-    let c: BaseConsumer = base_config(bootstrap)
+    let c: BaseConsumer = client_config(cluster, "kflip-engine")
         .set("group.id", "_kflip-engine-scan")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
@@ -817,7 +832,7 @@ pub(crate) fn scan(
 /// Extends `map` with the copies of `sp` found on the target partition after
 /// the map's end, using their provenance headers.
 pub(crate) fn recover_from_target(
-    target: &str,
+    target: &ClusterConfig,
     target_topic: &str,
     source_id: &str,
     sp: &SourcePartition,

@@ -15,9 +15,17 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::flow::FlowClusters;
 use super::state::FlowState;
 use super::{Registry, Slot};
+use crate::config::ClusterConfig;
 use crate::kafka::groups::{GroupAdmin, Offsets};
+
+/// kflip's own group client for `cluster`: the one place the engine makes
+/// one, so a cluster's connection settings reach every group request.
+pub(super) fn group_admin(cluster: &ClusterConfig, timeout: Duration) -> GroupAdmin {
+    GroupAdmin::new(cluster.bootstrap.clone(), timeout)
+}
 
 /// What one sync pass did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -168,14 +176,13 @@ pub async fn push_commit(
 pub async fn sync_loop(
     slot: Slot,
     flows: Registry,
-    source: Vec<String>,
-    target: Vec<String>,
+    clusters: FlowClusters,
     last: Arc<std::sync::Mutex<SyncReport>>,
     stop: CancellationToken,
 ) {
     let timeout = Duration::from_secs(10);
-    let mut src = GroupAdmin::new(source, timeout);
-    let mut tgt = GroupAdmin::new(target, timeout);
+    let mut src = group_admin(&clusters.source, timeout);
+    let mut tgt = group_admin(&clusters.target, timeout);
     loop {
         let st = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let interval = st

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, FlowConfig};
-use crate::kafka::groups::GroupAdmin;
+use flow::FlowClusters;
 use state::{FlowState, PartitionLag};
 
 /// Where a flow's state appears once the flow has started.
@@ -86,7 +86,7 @@ impl Registry {
 /// A running flow.
 struct Running {
     cfg: FlowConfig,
-    bootstraps: (Vec<String>, Vec<String>),
+    clusters: FlowClusters,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     slot: Slot,
@@ -138,11 +138,7 @@ impl Engine {
             .as_ref()
             .map(|r| r.state_topic.clone())
             .unwrap_or_else(|| "_kflip_state".into());
-        let boot = |name: &crate::config::ClusterName| {
-            cfg.cluster(name)
-                .map(|c| c.bootstrap.clone())
-                .unwrap_or_default()
-        };
+        let clusters_of = |w: &FlowConfig| flow_clusters(cfg, w);
         // Flows to stop leave the table under the lock and are stopped
         // outside it: a stop joins the flow's thread (a final checkpoint,
         // seconds at worst), and the proxy's async paths (commits, lag, a
@@ -152,7 +148,7 @@ impl Engine {
             let (keep, stopping): (Vec<Running>, Vec<Running>) = running.drain(..).partition(|r| {
                 wanted
                     .iter()
-                    .any(|w| *w == r.cfg && (boot(&w.source), boot(&w.target)) == r.bootstraps)
+                    .any(|w| *w == r.cfg && clusters_of(w).as_ref() == Some(&r.clusters))
             });
             *running = keep;
             self.flows
@@ -170,27 +166,24 @@ impl Engine {
             if running.iter().any(|r| r.cfg.id == w.id) {
                 continue;
             }
-            let bootstraps = (boot(&w.source), boot(&w.target));
-            let started = self.start(w, bootstraps, state_topic.clone());
+            let Some(clusters) = clusters_of(&w) else {
+                tracing::error!(flow = %w.id, "the flow names a cluster the config does not have; not started");
+                continue;
+            };
+            let started = self.start(w, clusters, state_topic.clone());
             running.push(started);
         }
         self.flows
             .set(running.iter().map(|r| r.slot.clone()).collect());
     }
 
-    fn start(
-        &self,
-        cfg: FlowConfig,
-        bootstraps: (Vec<String>, Vec<String>),
-        state_topic: String,
-    ) -> Running {
+    fn start(&self, cfg: FlowConfig, clusters: FlowClusters, state_topic: String) -> Running {
         tracing::info!(flow = %cfg.id, "starting flow");
         let stop = Arc::new(AtomicBool::new(false));
         let slot = Arc::new(Mutex::new(None));
         let start = flow::FlowStart {
             cfg: cfg.clone(),
-            source: bootstraps.0.join(","),
-            target: bootstraps.1.join(","),
+            clusters: clusters.clone(),
             state_topic,
             stop: stop.clone(),
             rt: self.rt.clone(),
@@ -212,14 +205,13 @@ impl Engine {
         self.rt.spawn(groups::sync_loop(
             slot.clone(),
             self.flows.clone(),
-            bootstraps.0.clone(),
-            bootstraps.1.clone(),
+            clusters.clone(),
             last_sync.clone(),
             groups_stop.clone(),
         ));
         Running {
             cfg,
-            bootstraps,
+            clusters,
             stop,
             thread,
             slot,
@@ -323,7 +315,7 @@ impl Engine {
         group: &str,
         offsets: BTreeMap<(String, i32), i64>,
     ) {
-        let flows: Vec<(Arc<FlowState>, Vec<String>)> = {
+        let flows: Vec<(Arc<FlowState>, crate::config::ClusterConfig)> = {
             let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running
                 .iter()
@@ -331,14 +323,14 @@ impl Engine {
                 .filter_map(|r| {
                     Some((
                         r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?,
-                        r.bootstraps.1.clone(),
+                        r.clusters.target.clone(),
                     ))
                 })
                 .collect()
         };
         for (st, target) in flows {
             let reverse = self.flows.reverse_of(&st);
-            let mut tgt = GroupAdmin::new(target, Duration::from_secs(10));
+            let mut tgt = groups::group_admin(&target, Duration::from_secs(10));
             if let Err(e) =
                 groups::push_commit(&st, reverse.as_deref(), &mut tgt, group, &offsets).await
             {
@@ -346,6 +338,17 @@ impl Engine {
             }
         }
     }
+}
+
+/// How `cfg` reaches the clusters of `flow` (`None` if it names one the
+/// config lacks, which validation rules out). The whole of each
+/// [`crate::config::ClusterConfig`] is kept, so a reload that changes any
+/// of a cluster's settings restarts the flows that use it.
+fn flow_clusters(cfg: &Config, flow: &FlowConfig) -> Option<FlowClusters> {
+    Some(FlowClusters {
+        source: cfg.cluster(&flow.source)?.clone(),
+        target: cfg.cluster(&flow.target)?.clone(),
+    })
 }
 
 /// Stops a flow and waits for its thread (which checkpoints last). Never
@@ -386,5 +389,27 @@ pub async fn log_lag(engine: Arc<Engine>, every: Duration, stop: CancellationTok
                 tracing::info!(flow = %f.flow, partitions = f.partitions.len(), offset_sync = %sync, "replication caught up");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_follows_every_setting_of_its_clusters() {
+        let cfg = |dc2: &str| {
+            Config::parse(&format!(
+                "clusters:\n  dc1: {{ bootstrap: \"a:1\" }}\n  dc2: {{ bootstrap: \"{dc2}\" }}\n\
+                 replication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [t] }}\n"
+            ))
+            .expect("config")
+        };
+        let (before, after) = (cfg("b:1"), cfg("b:1,c:1"));
+        let flow = &before.replication.as_ref().expect("replication").flows[0];
+        let was = flow_clusters(&before, flow).expect("clusters");
+        assert_eq!(was.source.bootstrap, ["a:1"]);
+        assert_eq!(flow_clusters(&cfg("b:1"), flow), Some(was.clone()));
+        assert_ne!(flow_clusters(&after, flow), Some(was));
     }
 }

@@ -106,15 +106,9 @@ impl Runner<'_> {
     /// Every source topic's id, read with kflip's own client (librdkafka
     /// does not expose them).
     pub(super) fn source_topic_ids(&self) -> TopicIds {
-        let bootstrap: Vec<String> = self
-            .setup
-            .source
-            .split(',')
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
         let read = self.setup.rt.block_on(async {
-            let mut conn = KafkaConn::connect_any(&bootstrap, TIMEOUT).await?;
+            let mut conn =
+                KafkaConn::connect_any(&self.setup.clusters.source.bootstrap, TIMEOUT).await?;
             conn.topic_ids().await
         });
         TopicIds(

@@ -16,11 +16,11 @@ use rdkafka::admin::{
     ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use tokio::runtime::Handle;
 
-use crate::config::FlowConfig;
+use crate::cluster::rdkafka::client_config;
+use crate::config::{ClusterConfig, FlowConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,11 +50,9 @@ fn opts() -> AdminOptions {
 }
 
 impl Admin {
-    /// Connects an admin client to `bootstrap`.
-    pub fn new(name: &str, bootstrap: &str, rt: Handle) -> Result<Admin, String> {
-        let client = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("client.id", "kflip-engine-admin")
+    /// An admin client for `cluster`, called `name` in messages.
+    pub fn new(name: &str, cluster: &ClusterConfig, rt: Handle) -> Result<Admin, String> {
+        let client = client_config(cluster, "kflip-engine-admin")
             .create()
             .map_err(|e| format!("admin client for {name}: {e}"))?;
         Ok(Admin {
