@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::compat;
 use super::flow::FlowClusters;
 use super::state::FlowState;
 use super::{Registry, Slot};
@@ -100,19 +101,15 @@ async fn commit_translated(
 ) -> Result<(), String> {
     // The broker fences a commit from outside a group that has members
     // (UNKNOWN_MEMBER_ID); describing first makes the skip explicit and
-    // avoids the error. tansu 0.6 cannot describe a group after such a
-    // commit, so a failed describe falls back on the fence alone.
+    // avoids the error.
     match tgt.describe(group).await {
-        // Kafka reports a group it does not know as Dead; tansu as Unknown.
-        Ok((state, members))
-            if members > 0 || !matches!(state.as_str(), "" | "Empty" | "Dead" | "Unknown") =>
-        {
+        Ok((state, members)) if !compat::group_is_idle(&state, members) => {
             report.active_on_target.push(group.to_string());
             return Ok(());
         }
         Ok(_) => {}
         Err(e) => {
-            tracing::debug!(flow = %st.cfg.id, group, error = %e, "describe failed; relying on the commit fence");
+            compat::describe_failed(&st.cfg.id, group, &e);
             tgt.reset();
         }
     }

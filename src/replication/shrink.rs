@@ -30,7 +30,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
-use super::flow::Runner;
+use super::runner::Runner;
 use super::state::{FlowState, SourcePartition};
 use crate::kafka::KafkaConn;
 use crate::offsets::{OffsetMap, Run, SourceOffset};
