@@ -7,6 +7,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::error::{Error, Side};
 use super::runner::Runner;
 use super::scan::{recover_from_target, resume_point};
 use super::state::{PartState, SourcePartition};
@@ -15,7 +16,7 @@ use super::topics::{self, TopicInfo};
 impl Runner<'_> {
     /// Finds new matching topics and new partitions, creates what the target
     /// lacks, and starts copying them.
-    pub(super) fn discover(&mut self) -> Result<(), String> {
+    pub(super) fn discover(&mut self) -> Result<(), Error> {
         let st = self.setup.state.clone();
         let cfg = &st.cfg;
         let topics = self.source_admin.topics()?;
@@ -114,7 +115,7 @@ impl Runner<'_> {
                 let mut map = self.checkpoints.remove(&sp).unwrap_or_default();
                 if !created {
                     match recover_from_target(
-                        &self.setup.clusters.target,
+                        self.setup.target(),
                         &target_name,
                         &st.source_id,
                         &sp,
@@ -152,7 +153,9 @@ impl Runner<'_> {
                     state.read_next = at;
                 }
                 tpl.add_partition_offset(&t.name, p, Offset::Offset(at))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| {
+                        Error::Internal(format!("cannot assign {}[{p}] at {at}: {e}", t.name))
+                    })?;
                 done = p + 1;
             }
             if done > known.unwrap_or(0) {
@@ -161,9 +164,9 @@ impl Runner<'_> {
             }
         }
         if tpl.count() > 0 {
-            self.source
-                .incremental_assign(&tpl)
-                .map_err(|e| format!("assign: {e}"))?;
+            self.source.incremental_assign(&tpl).map_err(|e| {
+                Error::cluster(Side::Source, cfg.source.as_str(), "assign partitions", e)
+            })?;
         }
         Ok(())
     }

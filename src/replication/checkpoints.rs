@@ -9,11 +9,11 @@ use rdkafka::producer::BaseRecord;
 
 use super::compat;
 use super::deliver::CHECKPOINT;
+use super::error::Error;
 use super::runner::Runner;
-use super::scan::scan;
+use super::scan::{scan, Place};
 use super::state::{checkpoint_key, parse_checkpoint_key, topic_id_key, SourcePartition};
 use super::topics::Admin;
-use crate::config::ClusterConfig;
 use crate::offsets::OffsetMap;
 
 /// Maps with more runs than this are pruned from the oldest end before they
@@ -21,14 +21,15 @@ use crate::offsets::OffsetMap;
 const MAX_RUNS: usize = 50_000;
 
 /// Creates the state topic (compacted, one partition) if it is missing.
-pub(super) fn ensure_state_topic(admin: &Admin, topic: &str) -> Result<(), String> {
-    let brokers = admin.brokers()?.max(1);
+pub(super) fn ensure_state_topic(admin: &Admin, topic: &str) -> Result<(), Error> {
+    let brokers = admin.brokers().map_err(Error::on_state_topic)?.max(1);
     let rf = brokers.min(3) as i16;
     let mut cfg = BTreeMap::new();
     cfg.insert("cleanup.policy".to_string(), "compact".to_string());
     match admin.create_topic(topic, 1, rf, &cfg) {
         Ok(_) => Ok(()),
-        Err(e) => compat::state_topic_without_compaction(admin, topic, rf, &e),
+        Err(e) => compat::state_topic_without_compaction(admin, topic, rf, &e)
+            .map_err(Error::on_state_topic),
     }
 }
 
@@ -44,14 +45,14 @@ pub(super) struct Saved {
 
 /// Reads the state topic: what it holds for `flow`.
 pub(super) fn load_checkpoints(
-    target: &ClusterConfig,
+    target: Place<'_>,
     state_topic: &str,
     flow: &str,
-) -> Result<Saved, String> {
+) -> Result<Saved, Error> {
     let mut out = HashMap::new();
     let mut ids = HashMap::new();
     let mut watches: HashMap<SourcePartition, Option<i64>> = HashMap::new();
-    for (key, value) in read_partition(target, state_topic, 0, 0)? {
+    for (key, value) in read_partition(target, state_topic, 0, 0).map_err(Error::on_state_topic)? {
         let Some(key) = key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
         };
@@ -104,13 +105,13 @@ type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 /// Reads a partition from `from` to its current end; returns (key, value)
 /// pairs. Used for the state topic.
 fn read_partition(
-    cluster: &ClusterConfig,
+    at: Place<'_>,
     topic: &str,
     partition: i32,
     from: i64,
-) -> Result<Vec<KeyValue>, String> {
+) -> Result<Vec<KeyValue>, Error> {
     let mut out = Vec::new();
-    scan(cluster, topic, partition, from, |m| {
+    scan(at, topic, partition, from, |m| {
         out.push((m.key().map(|k| k.to_vec()), m.payload().map(|v| v.to_vec())));
     })?;
     Ok(out)

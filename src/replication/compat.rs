@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use super::error::Error;
 use super::topics::Admin;
 
 /// `max.partition.fetch.bytes` of the engine's partition scans (the state
@@ -27,7 +28,7 @@ pub(super) fn state_topic_without_compaction(
     topic: &str,
     rf: i16,
     refused: &dyn std::fmt::Display,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     admin.create_topic(topic, 1, rf, &BTreeMap::new())?;
     tracing::error!(topic, error = %refused, "the state topic was created without cleanup.policy=compact (the broker refused it): it keeps every checkpoint and grows without bound; set the policy on it by hand");
     Ok(())

@@ -28,7 +28,7 @@ impl Runner<'_> {
             let target_topic = st.cfg.target_topic(&range.topic);
             let mut sent = 0u64;
             let read = scan(
-                &self.setup.clusters.source,
+                self.setup.source(),
                 &range.topic,
                 range.partition,
                 range.from,

@@ -36,8 +36,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::{Error, Side};
 use super::orphans::Orphans;
 use super::runner::Runner;
+use super::scan::Place;
 use super::state::FlowState;
 use super::topics::Admin;
 use crate::config::{ClusterConfig, FlowConfig};
@@ -82,15 +84,43 @@ pub(super) struct FlowSetup {
     pub(super) orphans: Orphans,
 }
 
+impl FlowSetup {
+    /// The flow's source, for scans.
+    pub(super) fn source(&self) -> Place<'_> {
+        Place {
+            side: Side::Source,
+            name: self.state.cfg.source.as_str(),
+            cluster: &self.clusters.source,
+        }
+    }
+
+    /// The flow's target, for scans.
+    pub(super) fn target(&self) -> Place<'_> {
+        Place {
+            side: Side::Target,
+            name: self.state.cfg.target.as_str(),
+            cluster: &self.clusters.target,
+        }
+    }
+}
+
 /// Asks both clusters for their ids and publishes the flow's state.
-fn resolve(start: &FlowStart) -> Result<FlowSetup, String> {
-    let id = |cluster: &ClusterConfig, name: &str| -> Result<String, String> {
-        let admin = Admin::new(name, cluster, start.rt.clone())?;
+fn resolve(start: &FlowStart) -> Result<FlowSetup, Error> {
+    let id = |cluster: &ClusterConfig, name: &str, side: Side| -> Result<String, Error> {
+        let admin = Admin::new(name, side, cluster, start.rt.clone())?;
         admin.brokers()?;
         Ok(admin.cluster_id().unwrap_or_else(|| name.to_string()))
     };
-    let source_id = id(&start.clusters.source, start.cfg.source.as_str())?;
-    let target_id = id(&start.clusters.target, start.cfg.target.as_str())?;
+    let source_id = id(
+        &start.clusters.source,
+        start.cfg.source.as_str(),
+        Side::Source,
+    )?;
+    let target_id = id(
+        &start.clusters.target,
+        start.cfg.target.as_str(),
+        Side::Target,
+    )?;
     let existing = start.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let state = match existing {
         Some(s) if s.source_id == source_id && s.target_id == target_id => s,
@@ -110,8 +140,11 @@ fn resolve(start: &FlowStart) -> Result<FlowSetup, String> {
     })
 }
 
-/// Runs a flow until `stop` is set; returns when drained. Unreachable
-/// clusters are retried with backoff.
+/// Runs a flow until `stop` is set; returns when drained. A flow that
+/// cannot start is retried with backoff: at warn while a retry can help
+/// (a cluster that does not answer yet), at error when an operator must
+/// act (a refused login, a bad client setting), since a fix on the cluster
+/// side needs no config reload.
 pub fn run(start: FlowStart) {
     let mut delay = Duration::from_millis(500);
     while !start.stop.load(Ordering::Relaxed) {
@@ -123,7 +156,11 @@ pub fn run(start: FlowStart) {
         match attempt {
             Ok(()) => return,
             Err(e) => {
-                tracing::error!(flow = %start.cfg.id, error = %e, "flow cannot start; retrying");
+                if e.retriable() {
+                    tracing::warn!(flow = %start.cfg.id, side = %e.side(), error = %e, "flow cannot start yet; retrying");
+                } else {
+                    tracing::error!(flow = %start.cfg.id, side = %e.side(), error = %e, "flow cannot start until this is fixed; retrying");
+                }
                 let until = Instant::now() + delay;
                 while Instant::now() < until && !start.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50));

@@ -16,11 +16,22 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::compat;
+use super::error::{Error, Side};
 use super::flow::FlowClusters;
 use super::state::FlowState;
 use super::{Registry, Slot};
 use crate::config::ClusterConfig;
 use crate::kafka::groups::{GroupAdmin, Offsets};
+use crate::kafka::ClientError;
+
+/// A failed group request to the flow's `side` (source or target).
+fn group_err(st: &FlowState, side: Side, op: String, e: ClientError) -> Error {
+    let cluster = match side {
+        Side::Source => st.cfg.source.as_str(),
+        _ => st.cfg.target.as_str(),
+    };
+    Error::cluster(side, cluster, op, e)
+}
 
 /// kflip's own group client for `cluster`: the one place the engine makes
 /// one, so a cluster's connection settings reach every group request.
@@ -80,11 +91,18 @@ async fn sync_group(
     tgt: &mut GroupAdmin,
     group: &str,
     report: &mut SyncReport,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let mine = src
         .committed(group, &source_topics(st))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            group_err(
+                st,
+                Side::Source,
+                format!("committed offsets of group {group}"),
+                e,
+            )
+        })?;
     if mine.is_empty() {
         return Ok(());
     }
@@ -98,7 +116,7 @@ async fn commit_translated(
     group: &str,
     source: &Offsets,
     report: &mut SyncReport,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     // The broker fences a commit from outside a group that has members
     // (UNKNOWN_MEMBER_ID); describing first makes the skip explicit and
     // avoids the error.
@@ -117,15 +135,21 @@ async fn commit_translated(
         .into_iter()
         .map(|(t, n)| (st.cfg.target_topic(&t), n))
         .collect();
-    let current = tgt
-        .committed(group, &targets)
-        .await
-        .map_err(|e| e.to_string())?;
+    let current = tgt.committed(group, &targets).await.map_err(|e| {
+        group_err(
+            st,
+            Side::Target,
+            format!("committed offsets of group {group}"),
+            e,
+        )
+    })?;
     let todo = plan(st, reverse, source, &current);
     if todo.is_empty() {
         return Ok(());
     }
-    tgt.commit(group, &todo).await.map_err(|e| e.to_string())?;
+    tgt.commit(group, &todo)
+        .await
+        .map_err(|e| group_err(st, Side::Target, format!("commit group {group}"), e))?;
     tracing::debug!(flow = %st.cfg.id, group, offsets = ?todo, "translated group offsets committed on the target");
     report.committed.push(group.to_string());
     Ok(())
@@ -137,9 +161,12 @@ pub async fn sync_once(
     reverse: Option<&FlowState>,
     src: &mut GroupAdmin,
     tgt: &mut GroupAdmin,
-) -> Result<SyncReport, String> {
+) -> Result<SyncReport, Error> {
     let mut report = SyncReport::default();
-    let groups = src.list_groups().await.map_err(|e| e.to_string())?;
+    let groups = src
+        .list_groups()
+        .await
+        .map_err(|e| group_err(st, Side::Source, "list groups".into(), e))?;
     for g in groups
         .iter()
         .filter(|g| !g.starts_with("_kflip") && st.cfg.wants_group(g))
@@ -161,7 +188,7 @@ pub async fn push_commit(
     tgt: &mut GroupAdmin,
     group: &str,
     offsets: &BTreeMap<(String, i32), i64>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if !st.cfg.wants_group(group) {
         return Ok(());
     }

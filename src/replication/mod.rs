@@ -29,6 +29,7 @@ mod compat;
 mod copy;
 mod deliver;
 mod engine;
+pub mod error;
 pub mod flow;
 pub mod groups;
 pub mod orphans;

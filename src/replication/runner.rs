@@ -12,6 +12,7 @@ use rdkafka::Offset;
 
 use super::checkpoints::{ensure_state_topic, load_checkpoints};
 use super::deliver::{Deliver, SourceStats};
+use super::error::{Error, Side};
 use super::flow::FlowSetup;
 use super::scan::resume_point;
 use super::state::SourcePartition;
@@ -38,7 +39,7 @@ pub(super) struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub(super) fn new(setup: &'a FlowSetup) -> Result<Runner<'a>, String> {
+    pub(super) fn new(setup: &'a FlowSetup) -> Result<Runner<'a>, Error> {
         let st = &setup.state;
         let cfg = &st.cfg;
         let source: BaseConsumer<SourceStats> =
@@ -63,7 +64,14 @@ impl<'a> Runner<'a> {
                 )
                 .set("queued.max.messages.kbytes", "262144")
                 .create_with_context(SourceStats(st.clone()))
-                .map_err(|e| format!("source consumer: {e}"))?;
+                .map_err(|e| {
+                    Error::cluster(
+                        Side::Source,
+                        cfg.source.as_str(),
+                        "create the source consumer",
+                        e,
+                    )
+                })?;
         let producer: ThreadedProducer<Deliver> =
             client_config(&setup.clusters.target, "kflip-engine")
                 .set("acks", "all")
@@ -79,19 +87,28 @@ impl<'a> Runner<'a> {
                 .set("queue.buffering.max.kbytes", "1048576")
                 .set("compression.type", "none")
                 .create_with_context(Deliver(st.clone()))
-                .map_err(|e| format!("target producer: {e}"))?;
+                .map_err(|e| {
+                    Error::cluster(
+                        Side::Target,
+                        cfg.target.as_str(),
+                        "create the target producer",
+                        e,
+                    )
+                })?;
         let source_admin = Admin::new(
             st.cfg.source.as_str(),
+            Side::Source,
             &setup.clusters.source,
             setup.rt.clone(),
         )?;
         let target_admin = Admin::new(
             st.cfg.target.as_str(),
+            Side::Target,
             &setup.clusters.target,
             setup.rt.clone(),
         )?;
         ensure_state_topic(&target_admin, &setup.state_topic)?;
-        let saved = load_checkpoints(&setup.clusters.target, &setup.state_topic, &cfg.id)?;
+        let saved = load_checkpoints(setup.target(), &setup.state_topic, &cfg.id)?;
         let checkpoints = saved.maps;
         setup.orphans.resume(&cfg.id, saved.watches);
         tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), "flow started");

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::Side;
 use super::flow::FlowClusters;
 use super::groups::{self, group_admin};
 use super::state::{FlowState, PartitionLag};
@@ -54,7 +55,7 @@ fn partitions(st: &FlowState) -> Vec<(String, i32)> {
 fn source_ends(st: &FlowState, source: &ClusterConfig, rt: tokio::runtime::Handle) -> Ends {
     let keys = partitions(st);
     let mut out = Ends::default();
-    let admin = match Admin::new(st.cfg.source.as_str(), source, rt) {
+    let admin = match Admin::new(st.cfg.source.as_str(), Side::Source, source, rt) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(flow = %st.cfg.id, error = %e, "log ends unknown");
