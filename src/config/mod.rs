@@ -4,10 +4,16 @@
 //! raw file into a typed, immutable [`Config`] snapshot that the rest of kflip
 //! shares through an `Arc`. Nothing in this module but [`load`] and the
 //! watcher does I/O, so validation is tested without files.
+//!
+//! Layout: [`FileConfig`] (`model`, the file as written) is checked by
+//! `validate` (clusters and the proxy section), which hands the
+//! `replication:` section to `replication`; both parse values with
+//! `values`, which depends on neither. [`watch`] reloads the file.
 
 mod model;
 mod replication;
 mod validate;
+mod values;
 pub mod watch;
 
 use std::path::Path;

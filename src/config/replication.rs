@@ -5,7 +5,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use super::model::{FlowFile, ReplicationFile};
-use super::validate::{duration, invalid};
+use super::values::{duration, invalid};
 use super::{ClusterConfig, ClusterName, ConfigError};
 
 /// The engine's settings.
@@ -280,7 +280,7 @@ fn validate_flow(
 
 #[cfg(test)]
 mod tests {
-    use super::super::Config;
+    use crate::config::Config;
 
     const BASE: &str = "clusters:\n  dc1: { bootstrap: \"h:1\" }\n  dc2: { bootstrap: \"h:2\" }\n";
 

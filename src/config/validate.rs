@@ -5,14 +5,8 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use super::model::{Bootstrap, FileConfig, ProxyFile};
+use super::values::{duration, invalid, split_host_port};
 use super::{ClusterConfig, ClusterName, Config, ConfigError, ProxyConfig};
-
-pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
 
 pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     if file.clusters.is_empty() {
@@ -65,37 +59,6 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
             key,
             "cluster names use only letters, digits, '-', '_' and '.'",
         ))
-    }
-}
-
-/// Splits `host:port`, accepting `[v6]:port`.
-pub(crate) fn split_host_port(key: &str, addr: &str) -> Result<(String, u16), ConfigError> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(key, format!("{addr:?} is not host:port")))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(invalid(key, format!("{addr:?} has no host")));
-    }
-    let port: u16 = port
-        .parse()
-        .map_err(|_| invalid(key, format!("{addr:?} has no valid port (0-65535)")))?;
-    Ok((host.to_string(), port))
-}
-
-pub(super) fn duration(
-    key: &str,
-    value: Option<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
-            invalid(
-                key,
-                format!("{text:?} is not a duration like 500ms, 10s or 5m: {e}"),
-            )
-        }),
     }
 }
 
@@ -225,7 +188,7 @@ fn validate_proxy(
 
 #[cfg(test)]
 mod tests {
-    use super::super::Config;
+    use crate::config::Config;
 
     const MINIMAL: &str = r#"
 clusters:

@@ -1,24 +1,22 @@
 //! A flow's periodic work besides copying: discovering and creating topics,
-//! assigning their partitions, syncing configs, and checkpointing.
+//! assigning their partitions, and syncing configs.
 
 use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::flow::{recover_from_target, resume_point, Runner, CHECKPOINT};
-use super::state::{checkpoint_key, topic_id_key, PartState, SourcePartition};
+use super::error::{Error, Side};
+use super::runner::Runner;
+use super::scan::{recover_from_target, resume_point};
+use super::state::{PartState, SourcePartition};
 use super::topics::{self, TopicInfo};
-
-/// Maps with more runs than this are pruned from the oldest end before they
-/// are checkpointed (about 3 bytes a run on disk).
-const MAX_RUNS: usize = 50_000;
 
 impl Runner<'_> {
     /// Finds new matching topics and new partitions, creates what the target
     /// lacks, and starts copying them.
-    pub(super) fn discover(&mut self) -> Result<(), String> {
+    pub(super) fn discover(&mut self) -> Result<(), Error> {
         let st = self.setup.state.clone();
         let cfg = &st.cfg;
         let topics = self.source_admin.topics()?;
@@ -117,7 +115,7 @@ impl Runner<'_> {
                 let mut map = self.checkpoints.remove(&sp).unwrap_or_default();
                 if !created {
                     match recover_from_target(
-                        &self.setup.target,
+                        self.setup.target(),
                         &target_name,
                         &st.source_id,
                         &sp,
@@ -155,7 +153,9 @@ impl Runner<'_> {
                     state.read_next = at;
                 }
                 tpl.add_partition_offset(&t.name, p, Offset::Offset(at))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| {
+                        Error::Internal(format!("cannot assign {}[{p}] at {at}: {e}", t.name))
+                    })?;
                 done = p + 1;
             }
             if done > known.unwrap_or(0) {
@@ -164,9 +164,9 @@ impl Runner<'_> {
             }
         }
         if tpl.count() > 0 {
-            self.source
-                .incremental_assign(&tpl)
-                .map_err(|e| format!("assign: {e}"))?;
+            self.source.incremental_assign(&tpl).map_err(|e| {
+                Error::cluster(Side::Source, cfg.source.as_str(), "assign partitions", e)
+            })?;
         }
         Ok(())
     }
@@ -190,64 +190,6 @@ impl Runner<'_> {
                         .error(format!("config sync of {target}: {e}")),
                 }
             }
-        }
-    }
-
-    /// Writes the maps of partitions that changed to the state topic.
-    pub(super) fn checkpoint(&self) {
-        let st = &self.setup.state;
-        // Ids before maps: a map is never saved under an older id than its
-        // own, or a restart would take it for a recreated topic's.
-        let ids: Vec<(String, String)> = st
-            .lock()
-            .iter_mut()
-            .filter(|(_, p)| p.topic_id_dirty)
-            .filter_map(|(k, p)| {
-                p.topic_id_dirty = false;
-                Some((topic_id_key(&st.cfg.id, k), p.topic_id?.to_string()))
-            })
-            .collect();
-        // A record that cannot be queued marks its partition again, so the
-        // next pass writes it (as a failed delivery does, see `Deliver`).
-        let queue = |key: &str, value: &[u8], what: &str| {
-            let rec = BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT)
-                .key(key)
-                .payload(value);
-            if let Err((e, _)) = self.producer.send(rec) {
-                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot queue {what}; will retry");
-                st.retry_checkpoint(Some(key.as_bytes()));
-            }
-        };
-        for (key, value) in ids {
-            queue(&key, value.as_bytes(), "a topic id");
-        }
-        let dirty: Vec<(String, Vec<u8>)> = st
-            .lock()
-            .iter_mut()
-            .filter(|(_, p)| p.dirty)
-            .map(|(k, p)| {
-                p.dirty = false;
-                if p.map.len() > MAX_RUNS {
-                    let cut = p.map.runs()[p.map.len() - MAX_RUNS].source;
-                    p.map.prune_before(cut);
-                }
-                (checkpoint_key(&st.cfg.id, k), p.map.encode())
-            })
-            .collect();
-        for (sp, from) in self.setup.orphans.take_changes(&st.cfg.id) {
-            let key = super::orphans::watch_key(&st.cfg.id, &sp);
-            let value = from.map(|f| f.to_string());
-            let mut rec: BaseRecord<'_, String, String, usize> =
-                BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT).key(&key);
-            if let Some(v) = &value {
-                rec = rec.payload(v);
-            }
-            if let Err((e, _)) = self.producer.send(rec) {
-                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot record the orphan watch in the state topic");
-            }
-        }
-        for (key, value) in dirty {
-            queue(&key, &value, "a checkpoint");
         }
     }
 }

@@ -15,9 +15,29 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::compat;
+use super::error::{Error, Side};
+use super::flow::FlowClusters;
 use super::state::FlowState;
 use super::{Registry, Slot};
+use crate::config::ClusterConfig;
 use crate::kafka::groups::{GroupAdmin, Offsets};
+use crate::kafka::ClientError;
+
+/// A failed group request to the flow's `side` (source or target).
+fn group_err(st: &FlowState, side: Side, op: String, e: ClientError) -> Error {
+    let cluster = match side {
+        Side::Source => st.cfg.source.as_str(),
+        _ => st.cfg.target.as_str(),
+    };
+    Error::cluster(side, cluster, op, e)
+}
+
+/// kflip's own group client for `cluster`: the one place the engine makes
+/// one, so a cluster's connection settings reach every group request.
+pub(super) fn group_admin(cluster: &ClusterConfig, timeout: Duration) -> GroupAdmin {
+    GroupAdmin::new(cluster.bootstrap.clone(), timeout)
+}
 
 /// What one sync pass did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -71,11 +91,18 @@ async fn sync_group(
     tgt: &mut GroupAdmin,
     group: &str,
     report: &mut SyncReport,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let mine = src
         .committed(group, &source_topics(st))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            group_err(
+                st,
+                Side::Source,
+                format!("committed offsets of group {group}"),
+                e,
+            )
+        })?;
     if mine.is_empty() {
         return Ok(());
     }
@@ -89,22 +116,18 @@ async fn commit_translated(
     group: &str,
     source: &Offsets,
     report: &mut SyncReport,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     // The broker fences a commit from outside a group that has members
     // (UNKNOWN_MEMBER_ID); describing first makes the skip explicit and
-    // avoids the error. tansu 0.6 cannot describe a group after such a
-    // commit, so a failed describe falls back on the fence alone.
+    // avoids the error.
     match tgt.describe(group).await {
-        // Kafka reports a group it does not know as Dead; tansu as Unknown.
-        Ok((state, members))
-            if members > 0 || !matches!(state.as_str(), "" | "Empty" | "Dead" | "Unknown") =>
-        {
+        Ok((state, members)) if !compat::group_is_idle(&state, members) => {
             report.active_on_target.push(group.to_string());
             return Ok(());
         }
         Ok(_) => {}
         Err(e) => {
-            tracing::debug!(flow = %st.cfg.id, group, error = %e, "describe failed; relying on the commit fence");
+            compat::describe_failed(&st.cfg.id, group, &e);
             tgt.reset();
         }
     }
@@ -112,15 +135,21 @@ async fn commit_translated(
         .into_iter()
         .map(|(t, n)| (st.cfg.target_topic(&t), n))
         .collect();
-    let current = tgt
-        .committed(group, &targets)
-        .await
-        .map_err(|e| e.to_string())?;
+    let current = tgt.committed(group, &targets).await.map_err(|e| {
+        group_err(
+            st,
+            Side::Target,
+            format!("committed offsets of group {group}"),
+            e,
+        )
+    })?;
     let todo = plan(st, reverse, source, &current);
     if todo.is_empty() {
         return Ok(());
     }
-    tgt.commit(group, &todo).await.map_err(|e| e.to_string())?;
+    tgt.commit(group, &todo)
+        .await
+        .map_err(|e| group_err(st, Side::Target, format!("commit group {group}"), e))?;
     tracing::debug!(flow = %st.cfg.id, group, offsets = ?todo, "translated group offsets committed on the target");
     report.committed.push(group.to_string());
     Ok(())
@@ -132,9 +161,12 @@ pub async fn sync_once(
     reverse: Option<&FlowState>,
     src: &mut GroupAdmin,
     tgt: &mut GroupAdmin,
-) -> Result<SyncReport, String> {
+) -> Result<SyncReport, Error> {
     let mut report = SyncReport::default();
-    let groups = src.list_groups().await.map_err(|e| e.to_string())?;
+    let groups = src
+        .list_groups()
+        .await
+        .map_err(|e| group_err(st, Side::Source, "list groups".into(), e))?;
     for g in groups
         .iter()
         .filter(|g| !g.starts_with("_kflip") && st.cfg.wants_group(g))
@@ -156,7 +188,7 @@ pub async fn push_commit(
     tgt: &mut GroupAdmin,
     group: &str,
     offsets: &BTreeMap<(String, i32), i64>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if !st.cfg.wants_group(group) {
         return Ok(());
     }
@@ -168,14 +200,13 @@ pub async fn push_commit(
 pub async fn sync_loop(
     slot: Slot,
     flows: Registry,
-    source: Vec<String>,
-    target: Vec<String>,
+    clusters: FlowClusters,
     last: Arc<std::sync::Mutex<SyncReport>>,
     stop: CancellationToken,
 ) {
     let timeout = Duration::from_secs(10);
-    let mut src = GroupAdmin::new(source, timeout);
-    let mut tgt = GroupAdmin::new(target, timeout);
+    let mut src = group_admin(&clusters.source, timeout);
+    let mut tgt = group_admin(&clusters.target, timeout);
     loop {
         let st = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let interval = st

@@ -2,389 +2,45 @@
 //! keep an exact offset map, and translate consumer-group offsets.
 //!
 //! Layout:
-//! - [`flow`]: one flow's copy loop (librdkafka consumer -> producer) on its
-//!   own thread, with crash recovery from checkpoints and provenance;
-//! - `assign`: topic discovery, creation, partition assignment, config sync,
-//!   checkpoints;
+//! - `engine`: [`Engine`], the running flows, following config reloads, and
+//!   what the proxy asks of them; [`switchover`]: its part in a switch;
+//!   `registry`: the flows as the flows see each other;
+//! - [`flow`]: one flow's thread, from its clusters to its retry loop, and
+//!   the map of its parts: `runner` (clients and loop), `copy`, `deliver`
+//!   (librdkafka callbacks), `checkpoints` (the state topic), `scan`
+//!   (reading a partition to its end, recovery from the target);
+//! - `assign`: topic discovery, creation, partition assignment, config sync;
 //! - `shrink`: a source log that ends before what was copied, or a topic
 //!   with another id: truncation or recreation, told apart by topic id;
+//! - [`orphans`]: records a disaster left uncopied;
 //! - [`topics`]: admin operations and the durability rules;
 //! - [`provenance`]: the origin header and the loop check (pure);
 //! - [`state`]: per-partition state shared with delivery callbacks, lag;
-//! - [`groups`]: group offset translation.
+//! - [`groups`]: group offset translation;
+//! - `compat`: each workaround for a broker other than Apache Kafka, named.
 //!
 //! Flows come from the config's `replication.flows` and follow hot reloads:
 //! a changed flow is stopped (after its final checkpoint) and started again,
 //! which resumes exactly where it stopped.
 
 mod assign;
+mod checkpoints;
+mod compat;
+mod copy;
+mod deliver;
+mod engine;
+pub mod error;
 pub mod flow;
 pub mod groups;
 pub mod orphans;
 pub mod provenance;
+mod registry;
+mod runner;
+mod scan;
 mod shrink;
 pub mod state;
 pub mod switchover;
 pub mod topics;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
-
-use crate::config::{Config, FlowConfig};
-use crate::kafka::groups::GroupAdmin;
-use state::{FlowState, PartitionLag};
-
-/// Where a flow's state appears once the flow has started.
-pub type Slot = Arc<Mutex<Option<Arc<FlowState>>>>;
-
-/// Every running flow's state slot (translation looks up the flow in the
-/// other direction, since with flows both ways a cluster holds records of
-/// its own next to copies), and the cluster clients are active on.
-#[derive(Clone, Default)]
-pub struct Registry(Arc<RegistryInner>);
-
-#[derive(Default)]
-struct RegistryInner {
-    slots: Mutex<Vec<Slot>>,
-    active: Mutex<Option<String>>,
-}
-
-impl Registry {
-    /// The cluster a co-located proxy sends clients to, if any.
-    pub fn active(&self) -> Option<String> {
-        self.0
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The started flow from `st`'s target to its source, if any.
-    pub fn reverse_of(&self, st: &FlowState) -> Option<Arc<FlowState>> {
-        let slots = self
-            .0
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        slots.iter().find_map(|slot| {
-            let other = slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
-            (other.cfg.source == st.cfg.target && other.cfg.target == st.cfg.source)
-                .then_some(other)
-        })
-    }
-
-    fn set(&self, slots: Vec<Slot>) {
-        *self.0.slots.lock().unwrap_or_else(|e| e.into_inner()) = slots;
-    }
-}
-
-/// A running flow.
-struct Running {
-    cfg: FlowConfig,
-    bootstraps: (Vec<String>, Vec<String>),
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    slot: Slot,
-    groups_stop: CancellationToken,
-    last_sync: Arc<Mutex<groups::SyncReport>>,
-}
-
-/// Lag of one flow, for status.
-#[derive(Clone, Debug)]
-pub struct FlowLag {
-    /// `source->target`.
-    pub flow: String,
-    /// Per partition.
-    pub partitions: Vec<PartitionLag>,
-    /// Seconds since the last completed group offset sync, if any.
-    pub offset_sync_age: Option<f64>,
-    /// The flow's last error, if any.
-    pub last_error: Option<String>,
-}
-
-/// The engine: every configured flow.
-pub struct Engine {
-    running: Mutex<Vec<Running>>,
-    flows: Registry,
-    orphans: orphans::Orphans,
-    rt: tokio::runtime::Handle,
-}
-
-impl Engine {
-    /// An engine with no flows; call [`Engine::apply`].
-    pub fn new(rt: tokio::runtime::Handle) -> Engine {
-        Engine {
-            running: Mutex::new(Vec::new()),
-            flows: Registry::default(),
-            orphans: orphans::Orphans::default(),
-            rt,
-        }
-    }
-
-    /// Starts, stops and restarts flows to match `cfg`.
-    pub fn apply(&self, cfg: &Config) {
-        let wanted: Vec<FlowConfig> = cfg
-            .replication
-            .as_ref()
-            .map(|r| r.flows.clone())
-            .unwrap_or_default();
-        let state_topic = cfg
-            .replication
-            .as_ref()
-            .map(|r| r.state_topic.clone())
-            .unwrap_or_else(|| "_kflip_state".into());
-        let boot = |name: &crate::config::ClusterName| {
-            cfg.cluster(name)
-                .map(|c| c.bootstrap.clone())
-                .unwrap_or_default()
-        };
-        // Flows to stop leave the table under the lock and are stopped
-        // outside it: a stop joins the flow's thread (a final checkpoint,
-        // seconds at worst), and the proxy's async paths (commits, lag, a
-        // switch) take this lock.
-        let stopping: Vec<Running> = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            let (keep, stopping): (Vec<Running>, Vec<Running>) = running.drain(..).partition(|r| {
-                wanted
-                    .iter()
-                    .any(|w| *w == r.cfg && (boot(&w.source), boot(&w.target)) == r.bootstraps)
-            });
-            *running = keep;
-            self.flows
-                .set(running.iter().map(|r| r.slot.clone()).collect());
-            stopping
-        };
-        for r in stopping {
-            tracing::info!(flow = %r.cfg.id, "stopping flow (removed or changed)");
-            stop(r);
-        }
-        // Started only once the flows they replace have stopped, so two
-        // threads never copy one flow.
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        for w in wanted {
-            if running.iter().any(|r| r.cfg.id == w.id) {
-                continue;
-            }
-            let bootstraps = (boot(&w.source), boot(&w.target));
-            let started = self.start(w, bootstraps, state_topic.clone());
-            running.push(started);
-        }
-        self.flows
-            .set(running.iter().map(|r| r.slot.clone()).collect());
-    }
-
-    fn start(
-        &self,
-        cfg: FlowConfig,
-        bootstraps: (Vec<String>, Vec<String>),
-        state_topic: String,
-    ) -> Running {
-        tracing::info!(flow = %cfg.id, "starting flow");
-        let stop = Arc::new(AtomicBool::new(false));
-        let slot = Arc::new(Mutex::new(None));
-        let start = flow::FlowStart {
-            cfg: cfg.clone(),
-            source: bootstraps.0.join(","),
-            target: bootstraps.1.join(","),
-            state_topic,
-            stop: stop.clone(),
-            rt: self.rt.clone(),
-            slot: slot.clone(),
-            orphans: self.orphans.clone(),
-        };
-        let thread = match std::thread::Builder::new()
-            .name(format!("kflip-flow-{}", cfg.id))
-            .spawn(move || flow::run(start))
-        {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::error!(flow = %cfg.id, error = %e, "cannot start the flow's thread: nothing is copied for this flow; retried at the next config reload");
-                None
-            }
-        };
-        let groups_stop = CancellationToken::new();
-        let last_sync = Arc::new(Mutex::new(groups::SyncReport::default()));
-        self.rt.spawn(groups::sync_loop(
-            slot.clone(),
-            self.flows.clone(),
-            bootstraps.0.clone(),
-            bootstraps.1.clone(),
-            last_sync.clone(),
-            groups_stop.clone(),
-        ));
-        Running {
-            cfg,
-            bootstraps,
-            stop,
-            thread,
-            slot,
-            groups_stop,
-            last_sync,
-        }
-    }
-
-    /// Stops every flow, each after a final checkpoint.
-    pub fn shutdown(&self) {
-        let stopping: Vec<Running> = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            self.flows.set(Vec::new());
-            running.drain(..).collect()
-        };
-        for r in stopping {
-            stop(r);
-        }
-    }
-
-    /// Per-flow, per-partition lag and offset-sync staleness.
-    pub fn lag(&self) -> Vec<FlowLag> {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running
-            .iter()
-            .map(|r| {
-                let st = r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                FlowLag {
-                    flow: r.cfg.id.clone(),
-                    partitions: st.as_ref().map(|s| s.lag()).unwrap_or_default(),
-                    offset_sync_age: r
-                        .last_sync
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .at
-                        .map(|t| t.elapsed().as_secs_f64()),
-                    last_error: st.and_then(|s| {
-                        s.last_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clone()
-                    }),
-                }
-            })
-            .collect()
-    }
-
-    /// Clients are now on `cluster` (set by a co-located proxy at start and
-    /// at every switch). The periodic group sync no longer writes to it:
-    /// its consumers commit there themselves, and a sync from the passive
-    /// side would only race them (tansu 0.6 even accepts a commit from
-    /// outside a group with members, and rebalances it).
-    pub fn set_active(&self, cluster: &str) {
-        *self
-            .flows
-            .0
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(cluster.to_string());
-    }
-
-    /// A disaster switch left `from` for `to`: records of `from` the flows
-    /// to `to` have not copied yet are orphans (see [`orphans`]).
-    pub fn disaster(&self, from: &str, to: &str) {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        for r in running
-            .iter()
-            .filter(|r| r.cfg.source.as_str() == from && r.cfg.target.as_str() == to)
-        {
-            let Some(st) = r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-                continue;
-            };
-            let parts: Vec<_> = st
-                .lock()
-                .iter()
-                .map(|(k, p)| (k.clone(), p.handled()))
-                .collect();
-            self.orphans.watch(&r.cfg.id, parts);
-        }
-    }
-
-    /// Every orphan range found since kflip started.
-    pub fn orphans(&self) -> Vec<orphans::OrphanRange> {
-        self.orphans.all()
-    }
-
-    /// The state of a flow, by id, once it has started.
-    pub fn flow(&self, id: &str) -> Option<Arc<FlowState>> {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let r = running.iter().find(|r| r.cfg.id == id)?;
-        let st = r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        st
-    }
-
-    /// Feeds a commit the proxy observed on `source` (a cluster name) to
-    /// every flow from that cluster: translated and committed on the target
-    /// at once, under the same rules as the periodic sync.
-    pub async fn observe_commit(
-        &self,
-        source: &str,
-        group: &str,
-        offsets: BTreeMap<(String, i32), i64>,
-    ) {
-        let flows: Vec<(Arc<FlowState>, Vec<String>)> = {
-            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            running
-                .iter()
-                .filter(|r| r.cfg.source.as_str() == source)
-                .filter_map(|r| {
-                    Some((
-                        r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?,
-                        r.bootstraps.1.clone(),
-                    ))
-                })
-                .collect()
-        };
-        for (st, target) in flows {
-            let reverse = self.flows.reverse_of(&st);
-            let mut tgt = GroupAdmin::new(target, Duration::from_secs(10));
-            if let Err(e) =
-                groups::push_commit(&st, reverse.as_deref(), &mut tgt, group, &offsets).await
-            {
-                tracing::warn!(flow = %st.cfg.id, group, error = %e, "pushed commit not translated");
-            }
-        }
-    }
-}
-
-/// Stops a flow and waits for its thread (which checkpoints last). Never
-/// call it with `Engine::running` locked.
-fn stop(mut r: Running) {
-    r.stop.store(true, Ordering::Relaxed);
-    r.groups_stop.cancel();
-    if let Some(t) = r.thread.take() {
-        if let Err(panic) = t.join() {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            tracing::error!(flow = %r.cfg.id, panic = %why, "the flow's thread panicked; its last progress may not be checkpointed (a restart recovers it from the target)");
-        }
-    }
-}
-
-/// Logs lag of every flow every `every` until `stop`: info when caught up,
-/// warn when records are waiting.
-pub async fn log_lag(engine: Arc<Engine>, every: Duration, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        for f in engine.lag() {
-            let records: i64 = f.partitions.iter().map(|p| p.records).sum();
-            let seconds = f.partitions.iter().map(|p| p.seconds).fold(0.0, f64::max);
-            let sync = f
-                .offset_sync_age
-                .map(|s| format!("{s:.1}s ago"))
-                .unwrap_or_else(|| "not yet".into());
-            if records > 0 {
-                tracing::warn!(flow = %f.flow, partitions = f.partitions.len(), lag_records = records, lag_seconds = seconds, offset_sync = %sync, "replication lag");
-            } else {
-                tracing::info!(flow = %f.flow, partitions = f.partitions.len(), offset_sync = %sync, "replication caught up");
-            }
-        }
-    }
-}
+pub use engine::{log_lag, Engine, FlowLag};
+pub use registry::{Registry, Slot};

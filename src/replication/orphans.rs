@@ -286,7 +286,10 @@ mod tests {
         assert!(o.take_changes("f").is_empty());
         let k = watch_key("f", &sp());
         assert_eq!(parse_watch_key("f", &k), Some(sp()));
-        assert_eq!(super::super::state::parse_checkpoint_key("f", &k), None);
+        assert_eq!(
+            crate::replication::state::parse_checkpoint_key("f", &k),
+            None
+        );
         // After a restart: resumed, not persisted again, resolved once.
         let o = Orphans::default();
         o.resume("f", [(sp(), 10)]);

@@ -30,7 +30,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
-use super::flow::Runner;
+use super::error::{Error, Side};
+use super::runner::Runner;
 use super::state::{FlowState, SourcePartition};
 use crate::kafka::KafkaConn;
 use crate::offsets::{OffsetMap, Run, SourceOffset};
@@ -64,7 +65,7 @@ pub(super) fn judge(known: Option<Uuid>, now: Option<Uuid>) -> Cause {
 }
 
 /// The source's topic ids as read at one moment, or why they could not be.
-pub(super) struct TopicIds(Result<HashMap<String, Uuid>, String>);
+pub(super) struct TopicIds(Result<HashMap<String, Uuid>, Error>);
 
 impl TopicIds {
     /// The id of `topic`, if the source reported one.
@@ -106,20 +107,21 @@ impl Runner<'_> {
     /// Every source topic's id, read with kflip's own client (librdkafka
     /// does not expose them).
     pub(super) fn source_topic_ids(&self) -> TopicIds {
-        let bootstrap: Vec<String> = self
-            .setup
-            .source
-            .split(',')
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
         let read = self.setup.rt.block_on(async {
-            let mut conn = KafkaConn::connect_any(&bootstrap, TIMEOUT).await?;
+            let mut conn =
+                KafkaConn::connect_any(&self.setup.clusters.source.bootstrap, TIMEOUT).await?;
             conn.topic_ids().await
         });
         TopicIds(
             read.map(|ids| ids.into_iter().filter(|(_, id)| !id.is_nil()).collect())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    Error::cluster(
+                        Side::Source,
+                        self.setup.state.cfg.source.as_str(),
+                        "read topic ids",
+                        e,
+                    )
+                }),
         )
     }
 
@@ -301,6 +303,7 @@ impl Runner<'_> {
 mod tests {
     use super::*;
     use crate::offsets::TargetOffset;
+    use crate::replication::error::Cause as Failure;
 
     #[test]
     fn ids_tell_truncation_from_recreation_and_unknown_is_neither() {
@@ -342,8 +345,15 @@ mod tests {
 
     #[test]
     fn unknown_ids_say_why() {
-        let err = TopicIds(Err("cannot connect".into()));
-        assert!(err.why_unknown("t").contains("cannot connect"));
+        let err = TopicIds(Err(Error::cluster(
+            Side::Source,
+            "dc1",
+            "read topic ids",
+            Failure::TimedOut(Duration::from_secs(1)),
+        )));
+        assert!(err
+            .why_unknown("t")
+            .contains("read topic ids on source cluster dc1"));
         let none = TopicIds(Ok(HashMap::new()));
         assert!(none.why_unknown("t").contains("Metadata v10"));
         let some = TopicIds(Ok([("t".to_string(), Uuid::from_u128(7))].into()));

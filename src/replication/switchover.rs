@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::groups;
+use super::error::Side;
+use super::flow::FlowClusters;
+use super::groups::{self, group_admin};
 use super::state::{FlowState, PartitionLag};
+use super::topics::Admin;
 use super::Engine;
-use crate::kafka::groups::GroupAdmin;
+use crate::config::ClusterConfig;
 
 /// How long past `proxy.switch_lag_timeout` the final group offset sync
 /// of a planned switch may run while clients are held.
@@ -49,10 +52,10 @@ fn partitions(st: &FlowState) -> Vec<(String, i32)> {
 }
 
 /// Reads the source log end of every partition `st` copies.
-fn source_ends(st: &FlowState, bootstrap: &str, rt: tokio::runtime::Handle) -> Ends {
+fn source_ends(st: &FlowState, source: &ClusterConfig, rt: tokio::runtime::Handle) -> Ends {
     let keys = partitions(st);
     let mut out = Ends::default();
-    let admin = match super::topics::Admin::new(st.cfg.source.as_str(), bootstrap, rt) {
+    let admin = match Admin::new(st.cfg.source.as_str(), Side::Source, source, rt) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(flow = %st.cfg.id, error = %e, "log ends unknown");
@@ -119,19 +122,15 @@ fn unhandled(st: &FlowState, ends: &BTreeMap<(String, i32), i64>) -> Vec<(String
 }
 
 impl Engine {
-    /// Flows from `from` to `to` that have started, with their bootstraps.
-    fn flows_between(
-        &self,
-        from: &str,
-        to: &str,
-    ) -> Vec<(Arc<FlowState>, Vec<String>, Vec<String>)> {
+    /// Flows from `from` to `to` that have started, with their clusters.
+    fn flows_between(&self, from: &str, to: &str) -> Vec<(Arc<FlowState>, FlowClusters)> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running
             .iter()
             .filter(|r| r.cfg.source.as_str() == from && r.cfg.target.as_str() == to)
             .filter_map(|r| {
                 let st = r.slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
-                Some((st, r.bootstraps.0.clone(), r.bootstraps.1.clone()))
+                Some((st, r.clusters.clone()))
             })
             .collect()
     }
@@ -156,12 +155,13 @@ impl Engine {
             caught_up: true,
             ..CatchUp::default()
         };
-        for (st, source, target) in &flows {
+        for (st, clusters) in &flows {
             // Read the ends until each is known or the bound expires.
             let mut ends = Ends::default();
             loop {
-                let (s, boot, rt) = (st.clone(), source.join(","), self.rt.clone());
-                ends = match tokio::task::spawn_blocking(move || source_ends(&s, &boot, rt)).await {
+                let (s, source, rt) = (st.clone(), clusters.source.clone(), self.rt.clone());
+                ends = match tokio::task::spawn_blocking(move || source_ends(&s, &source, rt)).await
+                {
                     Ok(e) => e,
                     Err(e) => {
                         tracing::warn!(flow = %st.cfg.id, error = %e, "reading log ends failed");
@@ -208,8 +208,8 @@ impl Engine {
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_secs(2))
                 .min(SYNC_GRACE);
-            let mut src = GroupAdmin::new(source.clone(), timeout);
-            let mut tgt = GroupAdmin::new(target.clone(), timeout);
+            let mut src = group_admin(&clusters.source, timeout);
+            let mut tgt = group_admin(&clusters.target, timeout);
             let reverse = self.flows.reverse_of(st);
             let reverse = reverse.as_deref();
             let groups = async {
@@ -241,7 +241,7 @@ impl Engine {
     pub fn rpo(&self, from: &str, to: &str) -> Vec<PartitionLag> {
         self.flows_between(from, to)
             .iter()
-            .flat_map(|(st, _, _)| st.lag())
+            .flat_map(|(st, _)| st.lag())
             .collect()
     }
 
@@ -253,9 +253,9 @@ impl Engine {
         to: &str,
         commits: BTreeMap<String, BTreeMap<(String, i32), i64>>,
     ) {
-        for (st, _, target) in self.flows_between(from, to) {
+        for (st, clusters) in self.flows_between(from, to) {
             let reverse = self.flows.reverse_of(&st);
-            let mut tgt = GroupAdmin::new(target, Duration::from_secs(5));
+            let mut tgt = group_admin(&clusters.target, Duration::from_secs(5));
             for (group, offsets) in &commits {
                 if let Err(e) =
                     groups::push_commit(&st, reverse.as_deref(), &mut tgt, group, offsets).await
@@ -279,7 +279,7 @@ impl Engine {
         partition: i32,
         offset: i64,
     ) -> Option<(String, i64)> {
-        self.flows_between(from, to).iter().find_map(|(st, _, _)| {
+        self.flows_between(from, to).iter().find_map(|(st, _)| {
             let reverse = self.flows.reverse_of(st);
             let t = st.translate(reverse.as_deref(), topic, partition, offset)?;
             Some((st.cfg.target_topic(topic), t))

@@ -16,11 +16,12 @@ use rdkafka::admin::{
     ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use tokio::runtime::Handle;
 
-use crate::config::FlowConfig;
+use super::error::{Cause, Error, Side};
+use crate::cluster::rdkafka::client_config;
+use crate::config::{ClusterConfig, FlowConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +42,8 @@ pub struct Admin {
     rt: Handle,
     /// The cluster name, for messages.
     pub name: String,
+    /// Which side of the flow the cluster is, for errors.
+    side: Side,
 }
 
 fn opts() -> AdminOptions {
@@ -50,27 +53,37 @@ fn opts() -> AdminOptions {
 }
 
 impl Admin {
-    /// Connects an admin client to `bootstrap`.
-    pub fn new(name: &str, bootstrap: &str, rt: Handle) -> Result<Admin, String> {
-        let client = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("client.id", "kflip-engine-admin")
+    /// An admin client for `cluster`, the flow's `side`, called `name` in
+    /// messages.
+    pub fn new(
+        name: &str,
+        side: Side,
+        cluster: &ClusterConfig,
+        rt: Handle,
+    ) -> Result<Admin, Error> {
+        let client = client_config(cluster, "kflip-engine-admin")
             .create()
-            .map_err(|e| format!("admin client for {name}: {e}"))?;
+            .map_err(|e| Error::cluster(side, name, "create an admin client", e))?;
         Ok(Admin {
             client,
             rt,
             name: name.to_string(),
+            side,
         })
     }
 
+    /// A failure of `op` on this cluster.
+    fn err(&self, op: impl Into<String>, cause: impl Into<Cause>) -> Error {
+        Error::cluster(self.side, &self.name, op, cause)
+    }
+
     /// Every topic with its partition count and replication factor.
-    pub fn topics(&self) -> Result<Vec<TopicInfo>, String> {
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
         let md = self
             .client
             .inner()
             .fetch_metadata(None, TIMEOUT)
-            .map_err(|e| format!("metadata from {}: {e}", self.name))?;
+            .map_err(|e| self.err("metadata", e))?;
         Ok(md
             .topics()
             .iter()
@@ -93,20 +106,20 @@ impl Admin {
     }
 
     /// A partition's log start and end offsets.
-    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), String> {
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), Error> {
         self.client
             .inner()
             .fetch_watermarks(topic, partition, TIMEOUT)
-            .map_err(|e| format!("offsets of {topic}[{partition}] on {}: {e}", self.name))
+            .map_err(|e| self.err(format!("offsets of {topic}[{partition}]"), e))
     }
 
     /// Number of brokers in the cluster.
-    pub fn brokers(&self) -> Result<usize, String> {
+    pub fn brokers(&self) -> Result<usize, Error> {
         let md = self
             .client
             .inner()
             .fetch_metadata(None, TIMEOUT)
-            .map_err(|e| format!("metadata from {}: {e}", self.name))?;
+            .map_err(|e| self.err("metadata", e))?;
         Ok(md.brokers().len())
     }
 
@@ -151,7 +164,7 @@ impl Admin {
         partitions: i32,
         rf: i16,
         configs: &BTreeMap<String, String>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Error> {
         let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(i32::from(rf)));
         for (k, v) in configs {
             t = t.set(k, v);
@@ -159,35 +172,31 @@ impl Admin {
         let res = self
             .rt
             .block_on(self.client.create_topics([&t], &opts()))
-            .map_err(|e| format!("create topic {name} on {}: {e}", self.name))?;
+            .map_err(|e| self.err(format!("create topic {name}"), e))?;
         match res.into_iter().next() {
             Some(Ok(_)) => Ok(true),
             Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
-            Some(Err((t, e))) => Err(format!("create topic {t} on {}: {e}", self.name)),
+            Some(Err((t, e))) => Err(self.err(format!("create topic {t}"), Cause::Broker(e))),
         }
     }
 
     /// Raises a topic's partition count.
-    pub fn add_partitions(&self, name: &str, total: i32) -> Result<(), String> {
+    pub fn add_partitions(&self, name: &str, total: i32) -> Result<(), Error> {
         let p = NewPartitions::new(name, total as usize);
         let res = self
             .rt
             .block_on(self.client.create_partitions([&p], &opts()))
-            .map_err(|e| format!("add partitions to {name} on {}: {e}", self.name))?;
+            .map_err(|e| self.err(format!("add partitions to {name}"), e))?;
         for r in res {
             if let Err((t, e)) = r {
-                return Err(format!("add partitions to {t} on {}: {e}", self.name));
+                return Err(self.err(format!("add partitions to {t}"), Cause::Broker(e)));
             }
         }
         Ok(())
     }
 
     /// Replaces a topic's overrides with `configs`.
-    pub fn set_configs(
-        &self,
-        name: &str,
-        configs: &BTreeMap<String, String>,
-    ) -> Result<(), String> {
+    pub fn set_configs(&self, name: &str, configs: &BTreeMap<String, String>) -> Result<(), Error> {
         let mut a = AlterConfig::new(ResourceSpecifier::Topic(name));
         for (k, v) in configs {
             a = a.set(k, v);
@@ -195,10 +204,10 @@ impl Admin {
         let res = self
             .rt
             .block_on(self.client.alter_configs([&a], &opts()))
-            .map_err(|e| format!("alter configs of {name} on {}: {e}", self.name))?;
+            .map_err(|e| self.err(format!("alter configs of {name}"), e))?;
         for r in res {
             if let Err((_, e)) = r {
-                return Err(format!("alter configs of {name} on {}: {e}", self.name));
+                return Err(self.err(format!("alter configs of {name}"), Cause::Broker(e)));
             }
         }
         Ok(())
@@ -227,13 +236,13 @@ pub fn replication_factor(
     flow: &FlowConfig,
     source_rf: i16,
     target_brokers: usize,
-) -> Result<i16, String> {
+) -> Result<i16, Error> {
     let rf = flow.replication_factor.unwrap_or(source_rf).max(1);
     if usize::try_from(rf).unwrap_or(0) > target_brokers {
-        return Err(format!(
-            "replication factor {rf} needs {rf} brokers but the target has {target_brokers}; \
-             not creating a weaker topic (set replication_factor on the flow to choose one explicitly)"
-        ));
+        return Err(Error::TooFewBrokers {
+            rf,
+            brokers: target_brokers,
+        });
     }
     if flow.replication_factor.is_some_and(|r| r < source_rf) {
         tracing::warn!(flow = %flow.id, source_rf, rf, "creating target topics with a lower replication factor, as configured");
@@ -278,11 +287,12 @@ mod tests {
         )
         .unwrap();
         let mut flow = cfg.replication.unwrap().flows.remove(0);
-        assert_eq!(replication_factor(&flow, 3, 3), Ok(3));
+        assert_eq!(replication_factor(&flow, 3, 3).unwrap(), 3);
         assert!(replication_factor(&flow, 3, 1)
             .unwrap_err()
+            .to_string()
             .contains("needs 3 brokers"));
         flow.replication_factor = Some(1);
-        assert_eq!(replication_factor(&flow, 3, 1), Ok(1));
+        assert_eq!(replication_factor(&flow, 3, 1).unwrap(), 1);
     }
 }

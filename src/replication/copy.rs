@@ -1,0 +1,223 @@
+//! Copying one source record to the target, with its provenance header,
+//! or skipping it when it would loop; and copying held orphans.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+
+use super::deliver::RESTORED;
+use super::provenance::{self, Decision};
+use super::runner::Runner;
+use super::scan::scan;
+use super::state::{now_ms, FlowState, SourcePartition};
+use crate::offsets::SourceOffset;
+
+impl Runner<'_> {
+    /// Copies the orphan ranges held so far (the flow's policy is now
+    /// `orphans: copy`): each record that is the source's own, with its
+    /// provenance header, after whatever the target holds now. The copies
+    /// are not in the offset map (their place in the target is out of
+    /// order); a range counts as copied once every copy is acknowledged.
+    pub(super) fn copy_held_orphans(&self) {
+        let st = &self.setup.state;
+        for range in self.setup.orphans.held(&st.cfg.id) {
+            st.restore_failed.store(false, Ordering::Relaxed);
+            let target_topic = st.cfg.target_topic(&range.topic);
+            let mut sent = 0u64;
+            let read = scan(
+                self.setup.source(),
+                &range.topic,
+                range.partition,
+                range.from,
+                |m| {
+                    if m.offset() >= range.to {
+                        return;
+                    }
+                    let decision = decide(st, m, &target_topic);
+                    if decision == Decision::Skip {
+                        return;
+                    }
+                    let mut rec: BaseRecord<'_, [u8], [u8], usize> =
+                        BaseRecord::with_opaque_to(&target_topic, RESTORED)
+                            .partition(range.partition)
+                            .headers(copy_headers(m, &decision));
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        rec = rec.timestamp(ts);
+                    }
+                    if let Some(k) = m.key() {
+                        rec = rec.key(k);
+                    }
+                    if let Some(v) = m.payload() {
+                        rec = rec.payload(v);
+                    }
+                    while let Err((e, back)) = self.producer.send(rec) {
+                        if !matches!(
+                            e,
+                            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+                        ) {
+                            st.error(format!("cannot queue an orphan for the target: {e}"));
+                            st.restore_failed.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    sent += 1;
+                },
+            );
+            self.drain();
+            match read {
+                Ok(()) if !st.restore_failed.load(Ordering::Relaxed) => {
+                    self.setup.orphans.copied(&range);
+                    tracing::warn!(flow = %st.cfg.id, topic = %range.topic, partition = range.partition, from = range.from, to = range.to, records = sent, "held orphans copied to the target (after the records written there since)");
+                }
+                Ok(()) => {}
+                Err(e) => st.error(format!(
+                    "cannot read orphans of {}[{}] to copy them: {e}",
+                    range.topic, range.partition
+                )),
+            }
+        }
+    }
+
+    /// Copies one source record, or skips it if it would loop.
+    pub(super) fn copy(&self, m: &BorrowedMessage<'_>) {
+        let st = &self.setup.state;
+        let topic = m.topic();
+        let target_topic = st.cfg.target_topic(topic);
+        let (partition, offset) = (m.partition(), m.offset());
+        let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
+        let decision = decide(st, m, &target_topic);
+        {
+            let key = SourcePartition {
+                topic: topic.to_string(),
+                partition,
+            };
+            // Before the state lock: the first check after a disaster reads
+            // the source log end.
+            let hold = self.setup.orphans.check(
+                &st.cfg.id,
+                &key,
+                (offset, ts),
+                decision != Decision::Skip,
+                st.cfg.copy_orphans,
+                || {
+                    self.source_admin
+                        .watermarks(topic, partition)
+                        .ok()
+                        .map(|w| w.1)
+                },
+            );
+            let mut parts = st.lock();
+            let p = parts.entry(key).or_default();
+            p.read_next = offset + 1;
+            p.last_read_ts = ts;
+            if decision == Decision::Skip || hold {
+                if p.in_flight == 0 {
+                    p.map.advance_frontier(SourceOffset(offset + 1));
+                    p.dirty = true;
+                }
+                return;
+            }
+            if p.in_flight == 0 {
+                p.last_copied_ts = ts;
+            }
+            p.in_flight += 1;
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&target_topic, offset as usize)
+                .partition(partition)
+                .timestamp(ts)
+                .headers(copy_headers(m, &decision));
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        if let Some(v) = m.payload() {
+            rec = rec.payload(v);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                    if self.stopping() {
+                        self.unsend(topic, partition);
+                        return;
+                    }
+                }
+                Err((e, _)) => {
+                    st.error(format!(
+                        "cannot queue {topic}[{partition}]@{offset} for the target: {e}"
+                    ));
+                    self.unsend(topic, partition);
+                    if let Some(p) = st.lock().get_mut(&SourcePartition {
+                        topic: topic.to_string(),
+                        partition,
+                    }) {
+                        p.failed = true;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn unsend(&self, topic: &str, partition: i32) {
+        if let Some(p) = self.setup.state.lock().get_mut(&SourcePartition {
+            topic: topic.to_string(),
+            partition,
+        }) {
+            p.in_flight = p.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// The provenance decision for a record read from the source.
+fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str) -> Decision {
+    let existing = m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == provenance::HEADER)
+            .and_then(|h| h.value)
+    });
+    provenance::decide(
+        existing,
+        (&st.source_id, m.topic(), m.partition(), m.offset()),
+        (&st.target_id, target_topic),
+        now_ms(),
+    )
+}
+
+/// A copy's headers: the record's own, plus the provenance header when the
+/// record had none.
+fn copy_headers(m: &BorrowedMessage<'_>, decision: &Decision) -> OwnedHeaders {
+    let headers = m.headers();
+    let n = headers.map(|h| h.count()).unwrap_or(0);
+    let mut out = OwnedHeaders::new_with_capacity(n + 1);
+    // A new origin replaces whatever `kflip-origin` the record carried (an
+    // unparsable or forwarded one): a copy carries exactly one, or the
+    // flow back would read the stale one first and copy it again.
+    let replacing = matches!(decision, Decision::CopyNew(_));
+    if let Some(h) = headers {
+        for hdr in h.iter() {
+            if replacing && hdr.key == provenance::HEADER {
+                continue;
+            }
+            out = out.insert(Header {
+                key: hdr.key,
+                value: hdr.value,
+            });
+        }
+    }
+    if let Decision::CopyNew(o) = decision {
+        let v = o.encode();
+        out = out.insert(Header {
+            key: provenance::HEADER,
+            value: Some(v.as_bytes()),
+        });
+    }
+    out
+}
