@@ -1,7 +1,7 @@
 //! One way to reach a cluster.
 //!
 //! Every connection kflip makes to a Kafka cluster starts here: the proxy's
-//! upstream sessions, kflip's own requests ([`crate::kafka`]) and the
+//! upstream sessions, kflip's own requests (the `kafka` module) and the
 //! replication engine's librdkafka clients. A cluster's settings
 //! ([`crate::config::ClusterConfig`]: bootstrap today, TLS and SASL next)
 //! are read in this module only, so a new transport or login is written

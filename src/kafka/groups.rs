@@ -15,8 +15,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::VersionTable;
 use super::{ClientError, KafkaConn};
-use crate::protocol::versions::VersionTable;
 
 /// Committed offsets by (topic, partition).
 pub type Offsets = BTreeMap<(String, i32), i64>;

@@ -18,7 +18,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::codec::frame::{read_frame, Frame};
-use crate::protocol::versions::VersionTable;
+
+/// Supported version range per API key, as a broker's ApiVersions
+/// response lists it.
+pub type VersionTable = std::collections::BTreeMap<i16, VersionRange>;
 
 /// Largest response kflip's own client accepts.
 const MAX_RESPONSE: usize = 64 << 20;

@@ -10,8 +10,6 @@
 //! kflip does not rewrite, and keys it does not know) is not advertised and
 //! is refused if sent.
 
-use std::collections::BTreeMap;
-
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::VersionRange;
 
@@ -106,8 +104,7 @@ pub fn policy(key: ApiKey) -> Option<(Handling, i16)> {
     Some((handling, cap.min(codec_max)))
 }
 
-/// The version ranges one cluster (or kflip itself) supports, by API key.
-pub type VersionTable = BTreeMap<i16, VersionRange>;
+pub use crate::kafka::VersionTable;
 
 /// The versions kflip advertises: its own policy intersected with every
 /// cluster's table. Keys missing from any cluster are left out.

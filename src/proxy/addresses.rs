@@ -8,8 +8,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 
-use super::connection::Ctx;
 use super::listeners;
+use super::session::Ctx;
 use crate::error::Fault;
 use crate::protocol::rewrite::{NodeMap, Rewritable};
 use crate::routing::RealNodeId;

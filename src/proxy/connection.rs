@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::loops::{request_loop, response_loop, Stop, MAX_IN_FLIGHT};
+use super::session::Ctx;
 use super::{upstream, ListenerKind, Shared, SwitchState};
 use crate::config::{ClusterName, ProxyConfig};
 use crate::error::Fault;
@@ -223,20 +224,4 @@ async fn connect(
         .await
         .map(|(s, _)| s)
         .map_err(|e| Fault::upstream(cluster, e))
-}
-
-/// Per-session context shared by both loops.
-pub(super) struct Ctx {
-    /// What the filter chain sees of this session.
-    pub(super) filters: ConnCtx,
-    pub(super) shared: Arc<Shared>,
-    /// The cluster this session forwards to.
-    pub(super) cluster: ClusterName,
-    /// The switch epoch it was opened under.
-    pub(super) epoch: u64,
-    /// Proxy settings when it opened.
-    pub(super) cfg: ProxyConfig,
-    /// Whether this is the connection's first session (the handshake
-    /// timeout applies to its first request).
-    pub(super) first: bool,
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use super::{connection, ProxyError, Shared};
+use super::{ProxyError, Shared};
 use crate::config::ProxyConfig;
 use crate::routing::VirtualNodeId;
 
@@ -165,7 +165,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: Listen
     let guard = OpenConnection(shared.clone());
     shared.tasks.spawn(
         async move {
-            connection::serve(guard.0.clone(), stream, kind).await;
+            (guard.0.serve)(guard.0.clone(), stream, kind).await;
             drop(guard);
         }
         .instrument(span),

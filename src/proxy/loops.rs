@@ -19,7 +19,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 
 use super::addresses::{rewrite, ConnMap};
-use super::connection::Ctx;
+use super::session::Ctx;
 use super::{upstream, SwitchState};
 use crate::codec::frame::{read_frame, Frame};
 use crate::codec::header::{parse_request_head, produce_acks};

@@ -12,13 +12,17 @@ mod addresses;
 mod connection;
 mod listeners;
 mod loops;
+mod session;
 mod upstream;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -88,6 +92,20 @@ pub(crate) struct Shared {
     /// The switch, what is remembered about clients across it, and the
     /// link to the engine: [`crate::failover`] owns all of it.
     board: Arc<Switchboard>,
+    /// Serves one accepted connection (`connection::serve`); the listeners
+    /// call it without depending on the connection module.
+    serve: Serve,
+}
+
+/// The future that serves one client connection.
+type Serve = fn(Arc<Shared>, TcpStream, ListenerKind) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    kind: ListenerKind,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(connection::serve(shared, stream, kind))
 }
 
 impl Shared {
@@ -167,6 +185,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         board,
+        serve,
     });
     let bootstrap = listeners::bind_bootstrap(&shared).await?;
     tracing::info!(
