@@ -19,6 +19,23 @@ pub enum ConnectError {
         /// Why.
         message: String,
     },
+    /// The TLS settings could not be used.
+    #[error("TLS for {addr}: {source}")]
+    TlsConfig {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: super::tls::TlsError,
+    },
+    /// The TLS handshake failed (an untrusted or expired certificate, a
+    /// name that does not match, a server that does not speak TLS).
+    #[error("TLS handshake with {addr} failed: {message}")]
+    Handshake {
+        /// The address.
+        addr: String,
+        /// Why.
+        message: String,
+    },
     /// The address did not answer in time.
     #[error("cannot connect to {addr}: timed out after {timeout:?}")]
     TimedOut {
@@ -60,6 +77,47 @@ pub async fn connect_any<S: AsRef<str>>(
         }
     }
     Err(last)
+}
+
+/// Connects to the first of `addrs` that accepts, then, if the cluster
+/// uses TLS, completes the handshake within `timeout` (verifying the
+/// broker's certificate against `tls.server_name` or the host connected
+/// to).
+pub async fn connect<S: AsRef<str>>(
+    cluster: &crate::config::ClusterConfig,
+    addrs: &[S],
+    timeout: Duration,
+) -> Result<(super::Stream, String), ConnectError> {
+    let (tcp, addr) = connect_any(addrs, timeout).await?;
+    let Some(tls) = &cluster.tls else {
+        return Ok((super::Stream::Plain(tcp), addr));
+    };
+    let config = super::tls::client_config(tls).map_err(|source| ConnectError::TlsConfig {
+        addr: addr.clone(),
+        source,
+    })?;
+    let host = match &tls.server_name {
+        Some(name) => name.clone(),
+        None => addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            .unwrap_or_else(|| addr.clone()),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+        ConnectError::Handshake {
+            addr: addr.clone(),
+            message: format!("{host:?} is not a valid TLS server name: {e}"),
+        }
+    })?;
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(s)) => Ok((super::Stream::Client(Box::new(s)), addr)),
+        Ok(Err(e)) => Err(ConnectError::Handshake {
+            addr,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(ConnectError::TimedOut { addr, timeout }),
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,20 @@
 //! ([`crate::config::ClusterConfig`]: bootstrap today, TLS and SASL next)
 //! are read in this module only, so a new transport or login is written
 //! once:
-//! - [`connect`]: a TCP connection to the first address that answers;
+//! - [`connect`]: a connection to the first address that answers, with
+//!   TLS when the cluster uses it ([`connect::connect`]);
+//! - [`stream`]: the one stream type for plain and TLS connections;
+//! - [`tls`]: rustls configurations built from PEM files, rebuilt when a
+//!   file changes;
 //! - [`rdkafka`]: the librdkafka client config for a cluster.
+//!
+//! The SASL login that follows a connect speaks Kafka requests, so it lives
+//! with kflip's client (`kafka::sasl`).
 
 pub mod connect;
 pub mod rdkafka;
+pub mod stream;
+pub mod tls;
 
-pub use connect::{connect_any, ConnectError};
+pub use connect::{connect, connect_any, ConnectError};
+pub use stream::Stream;

@@ -12,6 +12,7 @@
 
 mod model;
 mod replication;
+pub mod security;
 mod validate;
 mod values;
 pub mod watch;
@@ -24,6 +25,10 @@ use indexmap::IndexMap;
 
 pub use model::FileConfig;
 pub use replication::{is_internal, FlowConfig, Pattern, ReplicationConfig};
+pub use security::{
+    Credentials, ListenerSasl, ListenerTls, Mechanism, OAuthValidation, Secret, SecretError,
+    SecretRef, TlsConfig, TokenRef,
+};
 
 /// A cluster's name as written under `clusters:` in the config file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,10 +65,15 @@ pub struct Config {
 }
 
 /// How to reach one Kafka cluster.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterConfig {
     /// Bootstrap addresses as `host:port`, tried in order.
     pub bootstrap: Vec<String>,
+    /// TLS, if the cluster's listener uses it.
+    pub tls: Option<TlsConfig>,
+    /// kflip's own SASL login (and every client's, without a principal
+    /// mapping).
+    pub sasl: Option<Credentials>,
 }
 
 /// The proxy's listeners, limits and the cluster it forwards to.
@@ -102,6 +112,15 @@ pub struct ProxyConfig {
     pub switch_lag_timeout: Duration,
     /// On SIGTERM/SIGINT, how long connections get to drain.
     pub shutdown_grace: Duration,
+    /// TLS for clients.
+    pub tls: Option<ListenerTls>,
+    /// SASL for clients: when set, a connection must authenticate before
+    /// any request but ApiVersions and SASL's own.
+    pub sasl: Option<ListenerSasl>,
+    /// Most connections from one client address; 0 for no bound.
+    pub max_connections_per_address: usize,
+    /// How long a client has for the TLS handshake and for SASL.
+    pub auth_timeout: Duration,
 }
 
 impl Config {

@@ -73,6 +73,10 @@ pub struct FlowFile {
 pub struct ClusterFile {
     /// `"host:port"`, `"h1:p1,h2:p2"` or a list of `host:port`.
     pub bootstrap: Bootstrap,
+    /// Connect with TLS.
+    pub tls: Option<super::security::TlsFile>,
+    /// Log in with SASL.
+    pub sasl: Option<super::security::SaslFile>,
 }
 
 /// Bootstrap servers as one comma-separated string or as a list.
@@ -117,4 +121,12 @@ pub struct ProxyFile {
     pub switch_lag_timeout: Option<String>,
     /// Drain bound at shutdown, e.g. `10s`.
     pub shutdown_grace: Option<String>,
+    /// TLS for clients.
+    pub tls: Option<super::security::ListenerTlsFile>,
+    /// SASL for clients.
+    pub sasl: Option<super::security::ListenerSaslFile>,
+    /// Most connections from one client address (0: no bound).
+    pub max_connections_per_address: Option<u64>,
+    /// TLS handshake and SASL authentication bound, e.g. `10s`.
+    pub auth_timeout: Option<String>,
 }

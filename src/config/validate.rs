@@ -27,9 +27,28 @@ pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         for addr in &list {
             split_host_port(&bootstrap_key, addr)?;
         }
+        let tls = match cluster.tls {
+            Some(t) => Some(super::security::tls(&format!("{key}.tls"), t)?),
+            None => None,
+        };
+        let sasl = match cluster.sasl {
+            Some(s) => Some(super::security::credentials(&format!("{key}.sasl"), s)?),
+            None => None,
+        };
+        if tls.is_none()
+            && sasl
+                .as_ref()
+                .is_some_and(|s| s.mechanism == super::Mechanism::Plain)
+        {
+            tracing::warn!(cluster = %name, "SASL PLAIN without TLS sends the password in clear; set clusters.{name}.tls");
+        }
         clusters.insert(
             ClusterName::from(name.as_str()),
-            ClusterConfig { bootstrap: list },
+            ClusterConfig {
+                bootstrap: list,
+                tls,
+                sasl,
+            },
         );
     }
     let proxy = match file.proxy {
@@ -182,6 +201,23 @@ fn validate_proxy(
             "proxy.shutdown_grace",
             p.shutdown_grace,
             Duration::from_secs(10),
+        )?,
+        tls: match p.tls {
+            Some(t) => Some(super::security::listener_tls(t)?),
+            None => None,
+        },
+        sasl: match p.sasl {
+            Some(s) => Some(super::security::listener_sasl(s)?),
+            None => None,
+        },
+        max_connections_per_address: p.max_connections_per_address.unwrap_or(0) as usize,
+        auth_timeout: positive(
+            "proxy.auth_timeout",
+            duration(
+                "proxy.auth_timeout",
+                p.auth_timeout,
+                Duration::from_secs(10),
+            )?,
         )?,
     })
 }

@@ -55,7 +55,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ClusterName, Config, ProxyConfig};
+use crate::config::{ClusterConfig, ClusterName, Config, ProxyConfig};
 
 pub use engine::EngineLink;
 pub use producers::ProducerIdError;
@@ -152,12 +152,13 @@ impl Switchboard {
             .unwrap_or_else(|| self.startup.clone())
     }
 
-    /// The bootstrap addresses of `cluster` in the current config.
-    pub fn bootstrap(&self, cluster: &ClusterName) -> Vec<String> {
+    /// How to reach `cluster` in the current config (no addresses if it
+    /// is no longer configured).
+    pub fn cluster(&self, cluster: &ClusterName) -> ClusterConfig {
         self.config
             .borrow()
             .cluster(cluster)
-            .map(|c| c.bootstrap.clone())
+            .cloned()
             .unwrap_or_default()
     }
 

@@ -218,7 +218,7 @@ pub async fn init_producer_id(
         cluster: cluster.clone(),
         message: e.to_string(),
     };
-    let boot = board.bootstrap(cluster);
+    let boot = board.cluster(cluster);
     let timeout = board.proxy_config().connect_timeout;
     let mut conn = KafkaConn::connect_any(&boot, timeout)
         .await

@@ -28,7 +28,7 @@ pub fn leave_old_group(board: &Arc<Switchboard>, group: &str, member: &str, prot
             return;
         }
     }
-    let boot = board.bootstrap(&from);
+    let boot = board.cluster(&from);
     let (group, member) = (group.to_string(), member.to_string());
     let timeout = board.proxy_config().connect_timeout;
     let board = board.clone();
@@ -67,7 +67,7 @@ async fn leave_pending(board: &Switchboard, to: &ClusterName) {
         return;
     }
     let timeout = board.proxy_config().connect_timeout;
-    let mut admin = crate::kafka::groups::GroupAdmin::new(board.bootstrap(to), timeout);
+    let mut admin = crate::kafka::groups::GroupAdmin::new(board.cluster(to), timeout);
     for (group, member, protocol) in pending {
         match admin.leave(&group, &member, protocol).await {
             Ok(()) => {
@@ -83,7 +83,7 @@ async fn leave_pending(board: &Switchboard, to: &ClusterName) {
 
 /// Whether any broker of `cluster` accepts a TCP connection within `bound`.
 async fn reachable(board: &Switchboard, cluster: &ClusterName, bound: Duration) -> bool {
-    crate::cluster::connect_any(&board.bootstrap(cluster), bound)
+    crate::cluster::connect_any(&board.cluster(cluster).bootstrap, bound)
         .await
         .is_ok()
 }

@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::VersionTable;
 use super::{ClientError, KafkaConn};
+use crate::config::ClusterConfig;
 
 /// Committed offsets by (topic, partition).
 pub type Offsets = BTreeMap<(String, i32), i64>;
@@ -27,17 +28,17 @@ fn s(x: &str) -> StrBytes {
 
 /// Group admin for one cluster, with cached connections.
 pub struct GroupAdmin {
-    bootstrap: Vec<String>,
+    cluster: ClusterConfig,
     timeout: Duration,
     /// Connections by broker address, with that broker's versions.
     conns: HashMap<String, (KafkaConn, VersionTable)>,
 }
 
 impl GroupAdmin {
-    /// Group admin for the cluster at `bootstrap`.
-    pub fn new(bootstrap: Vec<String>, timeout: Duration) -> GroupAdmin {
+    /// Group admin for `cluster` (its TLS and SASL login included).
+    pub fn new(cluster: ClusterConfig, timeout: Duration) -> GroupAdmin {
         GroupAdmin {
-            bootstrap,
+            cluster,
             timeout,
             conns: HashMap::new(),
         }
@@ -45,7 +46,7 @@ impl GroupAdmin {
 
     fn err(&self, message: String) -> ClientError {
         ClientError::Exchange {
-            addr: self.bootstrap.join(","),
+            addr: self.cluster.bootstrap.join(","),
             message,
         }
     }
@@ -59,7 +60,7 @@ impl GroupAdmin {
             None => match self.conns.keys().next() {
                 Some(k) => k.clone(),
                 None => {
-                    let mut c = KafkaConn::connect_any(&self.bootstrap, self.timeout).await?;
+                    let mut c = KafkaConn::connect_any(&self.cluster, self.timeout).await?;
                     let v = c.api_versions().await?;
                     let k = c.addr().to_string();
                     self.conns.insert(k.clone(), (c, v));
@@ -68,7 +69,7 @@ impl GroupAdmin {
             },
         };
         if !self.conns.contains_key(&key) {
-            let mut c = KafkaConn::connect(&key, self.timeout).await?;
+            let mut c = KafkaConn::connect(&self.cluster, &key, self.timeout).await?;
             let v = c.api_versions().await?;
             self.conns.insert(key.clone(), (c, v));
         }

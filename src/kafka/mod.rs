@@ -3,6 +3,7 @@
 //! ([`groups`]). It speaks one request at a time.
 
 pub mod groups;
+pub mod sasl;
 
 use std::time::Duration;
 
@@ -15,9 +16,10 @@ use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
+use crate::cluster::Stream;
 use crate::codec::frame::{read_frame, Frame};
+use crate::config::{ClusterConfig, Credentials};
 
 /// Supported version range per API key, as a broker's ApiVersions
 /// response lists it.
@@ -40,34 +42,79 @@ pub enum ClientError {
         /// Why.
         message: String,
     },
+    /// The SASL login was refused or failed. Never carries a secret.
+    #[error("SASL {mechanism} login to {addr} failed: {message}")]
+    Login {
+        /// The broker.
+        addr: String,
+        /// The mechanism.
+        mechanism: crate::config::Mechanism,
+        /// Why (the broker's error message, or kflip's).
+        message: String,
+    },
 }
 
-/// One connection to one broker.
+impl ClientError {
+    /// Whether the cluster refused the login itself (wrong credentials):
+    /// trying again with the same ones cannot help.
+    pub fn is_refused_login(&self) -> bool {
+        matches!(self, ClientError::Login { .. })
+    }
+}
+
+/// One connection to one broker, logged in.
 pub struct KafkaConn {
-    stream: TcpStream,
+    stream: Stream,
     addr: String,
     next_correlation: i32,
     timeout: Duration,
 }
 
 impl KafkaConn {
-    /// Connects to `addr` (`host:port`) within `timeout`.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<KafkaConn, ClientError> {
-        KafkaConn::connect_any(&[addr], timeout).await
-    }
-
-    /// Connects to the first reachable address of a bootstrap list.
-    pub async fn connect_any<S: AsRef<str>>(
-        bootstrap: &[S],
+    /// Connects to `addr` (`host:port`) of `cluster` within `timeout`,
+    /// with the cluster's TLS and SASL login.
+    pub async fn connect(
+        cluster: &ClusterConfig,
+        addr: &str,
         timeout: Duration,
     ) -> Result<KafkaConn, ClientError> {
-        let (stream, addr) = crate::cluster::connect_any(bootstrap, timeout).await?;
-        Ok(KafkaConn {
+        KafkaConn::open(cluster, &[addr], timeout, cluster.sasl.as_ref()).await
+    }
+
+    /// Connects to the first reachable bootstrap address of `cluster`.
+    pub async fn connect_any(
+        cluster: &ClusterConfig,
+        timeout: Duration,
+    ) -> Result<KafkaConn, ClientError> {
+        KafkaConn::open(cluster, &cluster.bootstrap, timeout, cluster.sasl.as_ref()).await
+    }
+
+    /// Connects to the first of `addrs` that answers, with `cluster`'s TLS,
+    /// and logs in with `login` (a principal's own credentials for this
+    /// cluster, or the cluster's; none for a cluster without SASL).
+    pub async fn open<S: AsRef<str>>(
+        cluster: &ClusterConfig,
+        addrs: &[S],
+        timeout: Duration,
+        login: Option<&Credentials>,
+    ) -> Result<KafkaConn, ClientError> {
+        let (stream, addr) = crate::cluster::connect(cluster, addrs, timeout).await?;
+        let mut conn = KafkaConn {
             stream,
             addr,
             next_correlation: 1,
             timeout,
-        })
+        };
+        if let Some(login) = login {
+            sasl::login(&mut conn, login).await?;
+        }
+        Ok(conn)
+    }
+
+    /// The logged-in stream, for the proxy to forward a client's requests
+    /// on.
+    pub fn into_stream(self) -> Stream {
+        self.stream
     }
 
     /// The broker address this connection goes to.

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::BufReader;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::loops::{request_loop, response_loop, Stop, MAX_IN_FLIGHT};
 use super::session::Ctx;
 use super::{upstream, ListenerKind, Shared, SwitchState};
+use crate::cluster::stream::{ReadHalf, WriteHalf};
+use crate::cluster::Stream;
 use crate::config::{ClusterName, ProxyConfig};
 use crate::error::Fault;
 use crate::failover::gate;
@@ -49,7 +50,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let (cr, mut cw) = client.into_split();
+    let client = match accept_tls(&shared, client).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "closing client connection");
+            return;
+        }
+    };
+    let (cr, mut cw) = client.split();
     let mut cr = BufReader::with_capacity(64 * 1024, cr);
     // Subscribe before reading the state, and keep this one receiver for
     // the connection's life: a switch that happens while a session is being
@@ -121,7 +129,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
 /// How a connection waiting for an unreachable cluster ended.
 enum Held {
     /// The cluster answered.
-    Connected(TcpStream),
+    Connected(Stream),
     /// The active cluster changed (a disaster switch): try the new one.
     Switched(SwitchState),
     /// Neither within the bound, or shutdown.
@@ -165,16 +173,36 @@ async fn hold_unreachable(
     }
 }
 
+/// Completes the TLS handshake of a client connection when `proxy.tls` is
+/// set, within `proxy.auth_timeout`.
+async fn accept_tls(shared: &Shared, client: TcpStream) -> Result<Stream, Fault> {
+    let cfg = shared.proxy_config();
+    let Some(tls) = &cfg.tls else {
+        return Ok(Stream::Plain(client));
+    };
+    let config = crate::cluster::tls::server_config(tls)
+        .map_err(|e| Fault::internal(format!("proxy.tls: {e}")))?;
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(client);
+    match tokio::time::timeout(cfg.auth_timeout, accept).await {
+        Ok(Ok(s)) => Ok(Stream::Server(Box::new(s))),
+        Ok(Err(e)) => Err(Fault::client(format!("TLS handshake failed: {e}"))),
+        Err(_) => Err(Fault::client(format!(
+            "no TLS handshake within proxy.auth_timeout ({:?})",
+            cfg.auth_timeout
+        ))),
+    }
+}
+
 /// Runs one upstream session: both loops until the client closes, an error,
 /// shutdown, or a switch.
 async fn session(
     ctx: &Ctx,
-    client_in: &mut BufReader<OwnedReadHalf>,
-    client_out: &mut OwnedWriteHalf,
-    upstream: TcpStream,
+    client_in: &mut BufReader<ReadHalf>,
+    client_out: &mut WriteHalf,
+    upstream: Stream,
     switches: &mut watch::Receiver<SwitchState>,
 ) -> Next {
-    let (ur, uw) = upstream.into_split();
+    let (ur, uw) = upstream.split();
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     let mut requests = std::pin::pin!(request_loop(ctx, client_in, uw, tx, switches));
     let mut responses = std::pin::pin!(response_loop(ctx, ur, client_out, rx));
@@ -213,15 +241,18 @@ async fn session(
     }
 }
 
+/// Connects a session to `cluster` (the virtual broker's real broker, or
+/// bootstrap), with the cluster's TLS, logged in with its credentials.
 async fn connect(
     shared: &Shared,
     cluster: &ClusterName,
     kind: ListenerKind,
     timeout: Duration,
-) -> Result<TcpStream, Fault> {
+) -> Result<Stream, Fault> {
     let targets = upstream::targets(shared, cluster, kind)?;
-    crate::cluster::connect_any(&targets, timeout)
+    let settings = shared.board.cluster(cluster);
+    crate::kafka::KafkaConn::open(&settings, &targets, timeout, settings.sasl.as_ref())
         .await
-        .map(|(s, _)| s)
+        .map(|c| c.into_stream())
         .map_err(|e| Fault::upstream(cluster, e))
 }

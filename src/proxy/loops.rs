@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
+use crate::cluster::stream::{ReadHalf, WriteHalf};
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 
 use super::addresses::{rewrite, ConnMap};
@@ -72,8 +72,8 @@ fn ended() -> Fault {
 
 pub(super) async fn request_loop(
     ctx: &Ctx,
-    client: &mut BufReader<OwnedReadHalf>,
-    mut upstream: OwnedWriteHalf,
+    client: &mut BufReader<ReadHalf>,
+    mut upstream: WriteHalf,
     tx: mpsc::Sender<Pending>,
     switch: &mut watch::Receiver<SwitchState>,
 ) -> Result<Stop, Fault> {
@@ -214,8 +214,8 @@ pub(super) fn response_timeout(cfg: &ProxyConfig) -> Duration {
 
 pub(super) async fn response_loop(
     ctx: &Ctx,
-    upstream: OwnedReadHalf,
-    client: &mut OwnedWriteHalf,
+    upstream: ReadHalf,
+    client: &mut WriteHalf,
     mut rx: mpsc::Receiver<Pending>,
 ) -> Result<(), Fault> {
     let mut upstream = BufReader::with_capacity(256 * 1024, upstream);
@@ -301,7 +301,7 @@ fn closed(ctx: &Ctx) -> Fault {
 }
 
 /// Reads a response's length prefix.
-async fn read_len(upstream: &mut BufReader<OwnedReadHalf>, ctx: &Ctx) -> Result<usize, Fault> {
+async fn read_len(upstream: &mut BufReader<ReadHalf>, ctx: &Ctx) -> Result<usize, Fault> {
     use tokio::io::AsyncReadExt;
     let mut prefix = [0u8; 4];
     upstream

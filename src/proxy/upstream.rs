@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::ClusterName;
+use crate::config::{ClusterConfig, ClusterName};
 use crate::error::Fault;
 use crate::kafka::KafkaConn;
 use crate::protocol::versions::{advertised, VersionTable};
@@ -53,9 +53,9 @@ pub(crate) async fn discover_once(
     cluster: &ClusterName,
 ) -> Result<usize, DiscoverError> {
     let versions = cluster_versions(shared, cluster).await?;
-    let bootstrap = bootstrap_of(shared, cluster)?;
+    let settings = cluster_of(shared, cluster)?;
     let timeout = shared.proxy_config().connect_timeout;
-    let mut conn = KafkaConn::connect_any(&bootstrap, timeout)
+    let mut conn = KafkaConn::connect_any(&settings, timeout)
         .await
         .map_err(|e| Fault::upstream(cluster, e))?;
     let md = conn
@@ -114,12 +114,12 @@ pub(crate) async fn ensure_discovered(
     recent.insert(cluster.clone(), std::time::Instant::now());
 }
 
-fn bootstrap_of(shared: &Shared, cluster: &ClusterName) -> Result<Vec<String>, Fault> {
+fn cluster_of(shared: &Shared, cluster: &ClusterName) -> Result<ClusterConfig, Fault> {
     shared
         .config
         .borrow()
         .cluster(cluster)
-        .map(|c| c.bootstrap.clone())
+        .cloned()
         .ok_or_else(|| Fault::upstream(cluster, "no longer configured"))
 }
 
@@ -131,9 +131,9 @@ pub(crate) async fn cluster_versions(
     if let Some(t) = lock(shared).get(cluster) {
         return Ok(t.clone());
     }
-    let bootstrap = bootstrap_of(shared, cluster)?;
+    let settings = cluster_of(shared, cluster)?;
     let timeout = shared.proxy_config().connect_timeout;
-    let mut conn = KafkaConn::connect_any(&bootstrap, timeout)
+    let mut conn = KafkaConn::connect_any(&settings, timeout)
         .await
         .map_err(|e| Fault::upstream(cluster, e))?;
     let table = Arc::new(
@@ -182,6 +182,6 @@ pub(crate) fn targets(
             tracing::debug!(%cluster, slot = slot.0, "slot unknown in active cluster; using bootstrap");
         }
     }
-    out.extend(bootstrap_of(shared, cluster)?);
+    out.extend(cluster_of(shared, cluster)?.bootstrap);
     Ok(out)
 }

@@ -50,6 +50,9 @@ pub enum Cause {
     /// No answer within the bound.
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
+    /// A login secret could not be read (it names where, never a value).
+    #[error("{0}")]
+    Secret(#[from] crate::config::SecretError),
 }
 
 impl From<KafkaError> for Cause {
@@ -73,7 +76,8 @@ impl Cause {
     /// an operator (a broker coming back, a leader moving, a timeout).
     pub fn retriable(&self) -> bool {
         match self {
-            Cause::TimedOut(_) | Cause::Client(_) => true,
+            // A mounted secret file may appear; the operator is told meanwhile.
+            Cause::TimedOut(_) | Cause::Client(_) | Cause::Secret(_) => true,
             Cause::Broker(code) => code_retriable(*code),
             Cause::Rdkafka(KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)) => false,
             Cause::Rdkafka(e) => e.rdkafka_error_code().is_none_or(code_retriable),

@@ -36,7 +36,7 @@ fn group_err(st: &FlowState, side: Side, op: String, e: ClientError) -> Error {
 /// kflip's own group client for `cluster`: the one place the engine makes
 /// one, so a cluster's connection settings reach every group request.
 pub(super) fn group_admin(cluster: &ClusterConfig, timeout: Duration) -> GroupAdmin {
-    GroupAdmin::new(cluster.bootstrap.clone(), timeout)
+    GroupAdmin::new(cluster.clone(), timeout)
 }
 
 /// What one sync pass did.

@@ -44,6 +44,14 @@ impl<'a> Runner<'a> {
         let cfg = &st.cfg;
         let source: BaseConsumer<SourceStats> =
             client_config(&setup.clusters.source, "kflip-engine")
+                .map_err(|e| {
+                    Error::cluster(
+                        Side::Source,
+                        cfg.source.as_str(),
+                        "read the login secret",
+                        e,
+                    )
+                })?
                 .set("group.id", format!("_kflip-engine-{}", cfg.id))
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
@@ -74,6 +82,14 @@ impl<'a> Runner<'a> {
                 })?;
         let producer: ThreadedProducer<Deliver> =
             client_config(&setup.clusters.target, "kflip-engine")
+                .map_err(|e| {
+                    Error::cluster(
+                        Side::Target,
+                        cfg.target.as_str(),
+                        "read the login secret",
+                        e,
+                    )
+                })?
                 .set("acks", "all")
                 .set("enable.idempotence", "true")
                 .set("max.in.flight.requests.per.connection", "5")

@@ -108,8 +108,7 @@ impl Runner<'_> {
     /// does not expose them).
     pub(super) fn source_topic_ids(&self) -> TopicIds {
         let read = self.setup.rt.block_on(async {
-            let mut conn =
-                KafkaConn::connect_any(&self.setup.clusters.source.bootstrap, TIMEOUT).await?;
+            let mut conn = KafkaConn::connect_any(&self.setup.clusters.source, TIMEOUT).await?;
             conn.topic_ids().await
         });
         TopicIds(

@@ -174,7 +174,7 @@ impl ConnCtx {
     /// for all topics), for a KIP-848 assignment or an owned partition
     /// that names a topic kflip has not seen in a Metadata response yet.
     pub async fn learn_topic_ids(&self) {
-        let boot = self.board.bootstrap(&self.cluster);
+        let boot = self.board.cluster(&self.cluster);
         let timeout = self.board.proxy_config().connect_timeout;
         let topics = match crate::kafka::KafkaConn::connect_any(&boot, timeout).await {
             Ok(mut conn) => conn.topic_ids().await,

@@ -135,7 +135,7 @@ pub fn abort_on_old_cluster(board: &Switchboard, t: TxnOf) {
     if !board.tracker.first_abort(t.producer_id, t.producer_epoch) {
         return;
     }
-    let boot = board.bootstrap(&from);
+    let boot = board.cluster(&from);
     let timeout = board.proxy_config().connect_timeout;
     tokio::spawn(async move {
         let mut admin = crate::kafka::groups::GroupAdmin::new(boot, timeout);
@@ -158,7 +158,7 @@ pub fn abort_on_old_cluster(board: &Switchboard, t: TxnOf) {
 /// a coordinator that is loading or still ending a transaction answers
 /// with a retriable error).
 pub async fn fresh_transactional_id(cx: &ConnCtx, transactional_id: &str) -> Option<(i64, i16)> {
-    let boot = cx.board.bootstrap(&cx.cluster);
+    let boot = cx.board.cluster(&cx.cluster);
     let timeout = cx.board.proxy_config().connect_timeout;
     let mut admin = crate::kafka::groups::GroupAdmin::new(boot, timeout);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
