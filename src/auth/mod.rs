@@ -25,8 +25,10 @@
 //! Secrets are read from their source when needed and held as [`Secret`];
 //! [`AuthError`] never carries one, nor a salt, key or token.
 
+pub mod plain;
 pub mod scram;
 pub mod secret;
+pub mod users;
 
 mod error;
 
