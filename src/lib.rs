@@ -22,6 +22,8 @@
 //! - [`replication`]: the engine: flows, topic sync, record copy,
 //!   checkpoints, group offset translation.
 //! - [`offsets`]: the source-to-target offset map and its translation.
+//! - [`auth`]: SASL mechanics, no sockets: secrets, SCRAM, PLAIN, the
+//!   users file of salted credentials, OAUTHBEARER.
 //! - [`config`]: the YAML file's model, validation, and hot reload.
 //! - [`error`]: the proxy's error type (which side failed, whether a retry
 //!   helps, the Kafka error code).
@@ -34,6 +36,7 @@
 //! it and `proxy::addresses`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod codec;
