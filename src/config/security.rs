@@ -495,30 +495,7 @@ mod tests {
     }
 }
 
-/// A secret's value, read from where the config says. `Debug` and
-/// `Display` print `***`; only [`Secret::expose`] gives the value, to hand
-/// it to a login.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::auth::secret::Secret;
 
 /// Why a secret could not be read. Names where it was looked for, never a
 /// value.
@@ -560,6 +537,6 @@ impl SecretRef {
         if value.is_empty() {
             return Err(SecretError::Empty(from));
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 }

@@ -91,11 +91,31 @@ pub(super) async fn authenticate(
 }
 
 async fn scram(conn: &mut KafkaConn, creds: &Credentials) -> Result<(), ClientError> {
-    Err(refused(
-        conn,
-        creds.mechanism,
-        "SCRAM logins are not available in this build",
-    ))
+    use crate::auth::scram::{Mechanism as Scram, ScramClient};
+    let mech = creds.mechanism;
+    let scram = if mech == Mechanism::ScramSha256 {
+        Scram::Sha256
+    } else {
+        Scram::Sha512
+    };
+    let (user, password) = creds
+        .user
+        .as_ref()
+        .ok_or_else(|| refused(conn, mech, "no user name configured"))?;
+    let password = password
+        .read()
+        .map_err(|e| refused(conn, mech, e.to_string()))?;
+    let mut client =
+        ScramClient::new(user, password, scram).map_err(|e| refused(conn, mech, e.to_string()))?;
+    let first = client.client_first();
+    let server_first = authenticate(conn, mech, first).await?;
+    let last = client
+        .client_final(&server_first)
+        .map_err(|e| refused(conn, mech, e.to_string()))?;
+    let server_final = authenticate(conn, mech, last).await?;
+    client
+        .verify(&server_final)
+        .map_err(|e| refused(conn, mech, format!("the broker's proof does not verify: {e}")))
 }
 
 async fn oauthbearer(conn: &mut KafkaConn, creds: &Credentials) -> Result<(), ClientError> {
