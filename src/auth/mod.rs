@@ -25,6 +25,7 @@
 //! Secrets are read from their source when needed and held as [`Secret`];
 //! [`AuthError`] never carries one, nor a salt, key or token.
 
+pub mod oauth;
 pub mod plain;
 pub mod scram;
 pub mod secret;
@@ -32,7 +33,7 @@ pub mod users;
 
 mod error;
 
-pub use error::{AuthError, Result};
+pub use error::{AuthError, Result, TokenRejection};
 pub use secret::{Secret, SecretSource};
 
 use std::fmt;

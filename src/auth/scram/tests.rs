@@ -1,4 +1,6 @@
+use super::server::ServerState;
 use super::*;
+use crate::auth::Secret;
 
 fn users(mech: Mechanism) -> impl Fn(&str) -> Option<StoredCredential> {
     let alice = StoredCredential::derive("pencil", b"alice salt", 4096, mech);
