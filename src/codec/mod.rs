@@ -28,6 +28,7 @@ pub mod header;
 pub mod produce;
 pub mod producer_id;
 pub mod records;
+pub mod sasl;
 pub mod txn;
 pub mod varint;
 pub mod walk;

@@ -288,7 +288,7 @@ pub(super) fn tls(key: &str, t: TlsFile) -> Result<TlsConfig, ConfigError> {
 }
 
 /// Validates a `sasl:` login.
-pub(super) fn credentials(key: &str, s: SaslFile) -> Result<Credentials, ConfigError> {
+pub fn credentials(key: &str, s: SaslFile) -> Result<Credentials, ConfigError> {
     let mechanism = Mechanism::parse(&s.mechanism).ok_or_else(|| {
         invalid(
             format!("{key}.mechanism"),

@@ -113,9 +113,13 @@ async fn scram(conn: &mut KafkaConn, creds: &Credentials) -> Result<(), ClientEr
         .client_final(&server_first)
         .map_err(|e| refused(conn, mech, e.to_string()))?;
     let server_final = authenticate(conn, mech, last).await?;
-    client
-        .verify(&server_final)
-        .map_err(|e| refused(conn, mech, format!("the broker's proof does not verify: {e}")))
+    client.verify(&server_final).map_err(|e| {
+        refused(
+            conn,
+            mech,
+            format!("the broker's proof does not verify: {e}"),
+        )
+    })
 }
 
 async fn oauthbearer(conn: &mut KafkaConn, creds: &Credentials) -> Result<(), ClientError> {

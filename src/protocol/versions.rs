@@ -32,6 +32,11 @@ pub fn policy(key: ApiKey) -> Option<(Handling, i16)> {
     let codec_max = key.valid_versions().max;
     let (handling, cap) = match key {
         ApiVersions => (Local, codec_max),
+        // SASL ends at kflip: clients log in to kflip (`proxy.sasl`), and
+        // each session logs in upstream on their behalf. v1 of the
+        // handshake frames the exchange in SaslAuthenticate requests.
+        SaslHandshake => (Local, 1),
+        SaslAuthenticate => (Local, codec_max),
         // Fetch v13+ and Produce v13+ address topics by id. Topic ids differ
         // between clusters, so capping below them keeps a switch invisible:
         // clients keep using names that mean the same on both sides.
@@ -60,8 +65,6 @@ pub fn policy(key: ApiKey) -> Option<(Handling, i16)> {
         | SyncGroup
         | DescribeGroups
         | ListGroups
-        | SaslHandshake
-        | SaslAuthenticate
         | CreateTopics
         | DeleteRecords
         | InitProducerId

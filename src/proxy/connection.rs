@@ -59,6 +59,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
     };
     let (cr, mut cw) = client.split();
     let mut cr = BufReader::with_capacity(64 * 1024, cr);
+    let startup = shared.proxy_config();
+    let principal = match &startup.sasl {
+        None => None,
+        Some(_) => match super::auth::authenticate(&shared, &startup, &mut cr, &mut cw).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "closing client connection");
+                return;
+            }
+        },
+    };
     // Subscribe before reading the state, and keep this one receiver for
     // the connection's life: a switch that happens while a session is being
     // set up (discovery, connect) is then seen, never missed.
@@ -76,19 +87,33 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         let cfg = shared.proxy_config();
         let cluster = state.active.clone();
         upstream::ensure_discovered(&shared, &cluster, kind).await;
-        let upstream = match connect(&shared, &cluster, kind, cfg.connect_timeout).await {
+        let upstream = match connect(
+            &shared,
+            &cluster,
+            kind,
+            cfg.connect_timeout,
+            principal.as_deref(),
+        )
+        .await
+        {
             Ok(u) => u,
-            Err(e) => match hold_unreachable(&shared, &state, kind, &cfg).await {
-                Held::Connected(u) => u,
-                Held::Switched(next) => {
-                    state = next;
-                    continue;
+            Err(e) if e.retriable() => {
+                match hold_unreachable(&shared, &state, kind, &cfg, principal.as_deref()).await {
+                    Held::Connected(u) => u,
+                    Held::Switched(next) => {
+                        state = next;
+                        continue;
+                    }
+                    Held::GaveUp => {
+                        tracing::warn!(%cluster, error = %e, "closing client: no upstream broker reachable");
+                        return;
+                    }
                 }
-                Held::GaveUp => {
-                    tracing::warn!(%cluster, error = %e, "closing client: no upstream broker reachable");
-                    return;
-                }
-            },
+            }
+            Err(e) => {
+                tracing::warn!(%cluster, error = %e, "closing client: cannot log in upstream");
+                return;
+            }
         };
         // A hold or a switch that began while connecting: this upstream is
         // for a cluster being left; start over from the new state.
@@ -114,6 +139,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
             epoch: state.epoch,
             cfg,
             first,
+            principal: principal.clone(),
         };
         match session(&ctx, &mut cr, &mut cw, upstream, &mut switches).await {
             Next::Close => break,
@@ -149,6 +175,7 @@ async fn hold_unreachable(
     state: &SwitchState,
     kind: ListenerKind,
     cfg: &ProxyConfig,
+    principal: Option<&str>,
 ) -> Held {
     // Subscribe before looking at the state, so no switch is missed.
     let mut switches = shared.board.subscribe();
@@ -167,7 +194,7 @@ async fn hold_unreachable(
             _ = switches.changed() => continue,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        if let Ok(u) = connect(shared, &state.active, kind, cfg.connect_timeout).await {
+        if let Ok(u) = connect(shared, &state.active, kind, cfg.connect_timeout, principal).await {
             return Held::Connected(u);
         }
     }
@@ -242,17 +269,24 @@ async fn session(
 }
 
 /// Connects a session to `cluster` (the virtual broker's real broker, or
-/// bootstrap), with the cluster's TLS, logged in with its credentials.
+/// bootstrap), with the cluster's TLS, logged in as `principal` (its own
+/// login for the cluster, or the cluster's). A refused login is not
+/// retriable: the same credentials would be refused again.
 async fn connect(
     shared: &Shared,
     cluster: &ClusterName,
     kind: ListenerKind,
     timeout: Duration,
+    principal: Option<&str>,
 ) -> Result<Stream, Fault> {
     let targets = upstream::targets(shared, cluster, kind)?;
     let settings = shared.board.cluster(cluster);
-    crate::kafka::KafkaConn::open(&settings, &targets, timeout, settings.sasl.as_ref())
-        .await
-        .map(|c| c.into_stream())
-        .map_err(|e| Fault::upstream(cluster, e))
+    let login = shared
+        .login_for(principal, cluster)
+        .map_err(Fault::client)?;
+    match crate::kafka::KafkaConn::open(&settings, &targets, timeout, login.as_ref()).await {
+        Ok(c) => Ok(c.into_stream()),
+        Err(e) if e.is_refused_login() => Err(Fault::client(e.to_string())),
+        Err(e) => Err(Fault::upstream(cluster, e)),
+    }
 }

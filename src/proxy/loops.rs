@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::addresses::{rewrite, ConnMap};
 use super::session::Ctx;
-use super::{upstream, SwitchState};
+use super::{auth, upstream, SwitchState};
 use crate::codec::frame::{read_frame, Frame};
 use crate::codec::header::{parse_request_head, produce_acks};
 use crate::config::ProxyConfig;
@@ -79,6 +79,7 @@ pub(super) async fn request_loop(
 ) -> Result<Stop, Fault> {
     let mut versions: Option<VersionTable> = None;
     let mut first = ctx.first;
+    let mut sasl = auth::SaslState::default();
     loop {
         let wait = if first {
             ctx.cfg.handshake_timeout
@@ -142,8 +143,43 @@ pub(super) async fn request_loop(
         }
         let table = versions.as_ref().expect("set above");
         if handling == Handling::Local {
-            let answer = api_versions::answer(head.api_version, head.correlation_id, table);
-            tx.send(Pending::Local(answer)).await.map_err(|_| ended())?;
+            if api == ApiKey::ApiVersions {
+                let answer = api_versions::answer(head.api_version, head.correlation_id, table);
+                tx.send(Pending::Local(answer)).await.map_err(|_| ended())?;
+                continue;
+            }
+            // SASL after login: the client re-authenticates (KIP-368), as
+            // the same principal.
+            let body = &frame.payload()[head.body_offset.unwrap_or(0)..];
+            let outcome = auth::sasl_request(
+                &ctx.shared,
+                &ctx.cfg,
+                &mut sasl,
+                api,
+                head.api_version,
+                head.correlation_id,
+                body,
+            )
+            .await?;
+            let (answer, stop) = match outcome {
+                auth::Outcome::Reply(out) => (out, None),
+                auth::Outcome::Authenticated(p, out) if Some(&p) == ctx.principal.as_ref() => {
+                    tracing::debug!(principal = p, "client re-authenticated");
+                    (out, None)
+                }
+                auth::Outcome::Authenticated(p, _) => {
+                    return Err(Fault::client(format!(
+                        "re-authenticated as {p}, not as the principal the connection logged in as"
+                    )))
+                }
+                auth::Outcome::Refused(out, why) => (out, Some(why)),
+            };
+            tx.send(Pending::Delayed(answer, Duration::ZERO))
+                .await
+                .map_err(|_| ended())?;
+            if let Some(why) = stop {
+                return Err(why);
+            }
             continue;
         }
         let range = table.get(&head.api_key).copied();

@@ -9,6 +9,7 @@
 //! - [`upstream`]: what kflip itself asks the clusters (API versions, brokers).
 
 mod addresses;
+mod auth;
 mod connection;
 mod listeners;
 mod loops;
@@ -95,6 +96,8 @@ pub(crate) struct Shared {
     /// Serves one accepted connection (`connection::serve`); the listeners
     /// call it without depending on the connection module.
     serve: Serve,
+    /// Users, JWKS and principals files, re-read when they change.
+    auth: auth::AuthFiles,
 }
 
 /// The future that serves one client connection.
@@ -186,6 +189,7 @@ pub async fn start(
         tasks: TaskTracker::new(),
         board,
         serve,
+        auth: Default::default(),
     });
     let bootstrap = listeners::bind_bootstrap(&shared).await?;
     tracing::info!(

@@ -20,4 +20,6 @@ pub(super) struct Ctx {
     /// Whether this is the connection's first session (the handshake
     /// timeout applies to its first request).
     pub(super) first: bool,
+    /// The principal the client authenticated as (`proxy.sasl`).
+    pub(super) principal: Option<String>,
 }
