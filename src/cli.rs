@@ -42,6 +42,18 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print a users-file entry (salted SCRAM-SHA-256 and SCRAM-SHA-512 keys,
+    /// never the password) for `proxy.sasl.users_file`. The password is read
+    /// from standard input, one line.
+    ///
+    /// Example: `printf '%s\n' "$PW" | kflip users-add alice >> users.yaml`
+    UsersAdd {
+        /// The user name.
+        user: String,
+        /// PBKDF2 iterations (at least 4096).
+        #[arg(long, default_value_t = crate::auth::scram::Mechanism::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
     /// Check config files and explain what is wrong; exits 1 if any is invalid.
     ValidateConfig {
         /// One or more YAML config files.
@@ -56,9 +68,34 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::ValidateConfig { files } => validate(&files),
+        Command::UsersAdd { user, iterations } => users_add(&user, iterations),
         Command::Proxy { config } => serve(config, Parts::PROXY),
         Command::Replicate { config } => serve(config, Parts::ENGINE),
         Command::Run { config } => serve(config, Parts::BOTH),
+    }
+}
+
+/// Prints the users-file entry for `user`, the password read from stdin.
+fn users_add(user: &str, iterations: u32) -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("kflip users-add: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let password = crate::auth::Secret::new(line.trim_end_matches(['\n', '\r']).to_string());
+    if password.expose().is_empty() {
+        eprintln!("kflip users-add: no password on standard input");
+        return ExitCode::from(2);
+    }
+    match crate::auth::users::entry(user, &password, iterations) {
+        Ok(entry) => {
+            print!("{entry}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kflip users-add: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

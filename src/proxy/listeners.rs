@@ -151,18 +151,33 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: ListenerK
     }
 }
 
-/// Starts serving a connection, or refuses it at the connection cap.
+/// Starts serving a connection, or refuses it at the connection cap or at
+/// `proxy.max_connections_per_address`.
 fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: ListenerKind) {
-    let max = shared.proxy_config().max_connections;
+    let cfg = shared.proxy_config();
+    let max = cfg.max_connections;
     let open = shared.connections.fetch_add(1, Ordering::AcqRel);
     if open >= max {
         shared.connections.fetch_sub(1, Ordering::AcqRel);
         tracing::warn!(client.addr = %peer, max, "connection refused: proxy.max_connections reached");
         return;
     }
+    let ip = peer.ip();
+    {
+        let mut by_ip = shared.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let n = by_ip.entry(ip).or_insert(0);
+        let per = cfg.max_connections_per_address;
+        if per > 0 && *n >= per {
+            drop(by_ip);
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(client.addr = %peer, max = per, "connection refused: proxy.max_connections_per_address reached");
+            return;
+        }
+        *n += 1;
+    }
     let _ = stream.set_nodelay(true);
     let span = tracing::info_span!("conn", client.addr = %peer, listener = ?kind);
-    let guard = OpenConnection(shared.clone());
+    let guard = OpenConnection(shared.clone(), ip);
     shared.tasks.spawn(
         async move {
             (guard.0.serve)(guard.0.clone(), stream, kind).await;
@@ -172,11 +187,19 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: Listen
     );
 }
 
-/// Counts a connection as open until dropped, even if its task panics.
-struct OpenConnection(Arc<Shared>);
+/// Counts a connection as open (overall and for its address) until
+/// dropped, even if its task panics.
+struct OpenConnection(Arc<Shared>, std::net::IpAddr);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        let mut by_ip = self.0.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.1);
+            }
+        }
     }
 }

@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     versions: Mutex<HashMap<ClusterName, Arc<VersionTable>>>,
     /// Client connections being served.
     connections: AtomicUsize,
+    /// Client connections being served, by client address.
+    per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// The bootstrap listener's bound port.
     bootstrap_port: AtomicU16,
     /// Cancelled on SIGTERM/SIGINT.
@@ -184,6 +186,7 @@ pub async fn start(
         versions: Mutex::new(HashMap::new()),
         discovery: tokio::sync::Mutex::new(HashMap::new()),
         connections: AtomicUsize::new(0),
+        per_address: Mutex::new(HashMap::new()),
         bootstrap_port: AtomicU16::new(p.listen_port),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
