@@ -7,12 +7,19 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cache="${KFLIP_CACHE:-$HOME/.cache/kflip}"
 mkdir -p "$cache"
 
-# Debian packages: kcat (a librdkafka CLI client).
-if ! command -v kcat >/dev/null 2>&1; then
-  echo "installing Debian packages: kcat" >&2
+# Debian packages: kcat (a librdkafka CLI client), and libssl-dev with
+# pkg-config: the rdkafka crate's "ssl" feature builds librdkafka against the
+# system OpenSSL, for TLS and SASL SCRAM.
+debs=""
+command -v kcat >/dev/null 2>&1 || debs="$debs kcat"
+command -v pkg-config >/dev/null 2>&1 || debs="$debs pkg-config"
+pkg-config --exists openssl 2>/dev/null || debs="$debs libssl-dev"
+if [ -n "$debs" ]; then
+  echo "installing Debian packages:$debs" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq kcat >&2
+  # shellcheck disable=SC2086 # one word per package
+  apt-get install -y -qq $debs >&2
 fi
 
 # Python clients, pinned.

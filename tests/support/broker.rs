@@ -3,7 +3,9 @@
 //! Apache Kafka 4.4 (KRaft) is the default; `KFLIP_BROKER=tansu` selects
 //! tansu 0.6, the second, Kafka-compatible broker that a named smaller set
 //! of tests also runs on (DEVELOPERS.md lists them). Tests that need what
-//! only Apache Kafka has call [`require_kafka`].
+//! only Apache Kafka has call [`require_kafka`]. Secure single-node
+//! clusters (SASL_SSL, SASL_PLAINTEXT, SSL, mTLS; SCRAM and PLAIN users;
+//! ACLs) are [`Broker::start_secure`], in `support::secure`.
 //!
 //! Every broker runs under a small shell guard that holds a pipe from this
 //! process: when the test process exits, however it exits, the pipe closes
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
+use super::secure::{Secured, Security};
 use super::{free_port, wait_for};
 
 /// Which broker implementation tests run on.
@@ -149,6 +152,9 @@ struct Node {
     port: u16,
     /// The KRaft controller port (Apache Kafka).
     controller_port: u16,
+    /// A secure broker's PLAINTEXT listener, for inter-broker traffic and
+    /// the harness (`port` is then its secure client listener).
+    internal_port: u16,
     /// The guard around the broker process; closing its stdin kills the
     /// broker.
     guard: Option<(Child, ChildStdin)>,
@@ -170,27 +176,43 @@ pub struct Broker {
     storage: Storage,
     /// Extra `server.properties` lines (Apache Kafka).
     extra: String,
+    /// A secure broker's listener, users and certificates
+    /// ([`Broker::start_secure`]).
+    pub(super) secure: Option<Secured>,
 }
 
 impl Broker {
     /// Starts a single-node cluster of this run's kind named `name`, and
     /// waits until it answers.
     pub fn start(name: &str) -> Broker {
-        Broker::launch(kind(), name, 1, Storage::Sqlite, "")
+        Broker::launch(kind(), name, 1, Storage::Sqlite, "", None)
     }
 
     /// A single-node cluster with `storage` (tansu; Apache Kafka ignores it).
     pub fn start_with(name: &str, storage: Storage) -> Broker {
-        Broker::launch(kind(), name, 1, storage, "")
+        Broker::launch(kind(), name, 1, storage, "", None)
     }
 
     /// An Apache Kafka cluster of `nodes` combined broker-controller nodes
     /// (a KRaft quorum of all of them), with `extra` server properties.
     pub fn start_kafka(name: &str, nodes: usize, extra: &str) -> Broker {
-        Broker::launch(Kind::Kafka, name, nodes, Storage::Sqlite, extra)
+        Broker::launch(Kind::Kafka, name, nodes, Storage::Sqlite, extra, None)
     }
 
-    fn launch(kind: Kind, name: &str, nodes: usize, storage: Storage, extra: &str) -> Broker {
+    /// A single-node Apache Kafka cluster whose client listener is secured
+    /// as `security` says (see [`super::secure`]).
+    pub(super) fn launch_secure(name: &str, security: &Security) -> Broker {
+        Broker::launch(Kind::Kafka, name, 1, Storage::Sqlite, "", Some(security))
+    }
+
+    fn launch(
+        kind: Kind,
+        name: &str,
+        nodes: usize,
+        storage: Storage,
+        extra: &str,
+        security: Option<&Security>,
+    ) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix(&format!("kflip-{name}-"))
             .tempdir()
@@ -204,10 +226,12 @@ impl Broker {
                 id: i as i32 + 1,
                 port: free_port(),
                 controller_port: free_port(),
+                internal_port: free_port(),
                 guard: None,
                 dir: dir.path().join(format!("node{}", i + 1)),
             })
             .collect();
+        let secure = security.map(|s| Secured::new(s, &dir.path().join("tls")));
         let mut b = Broker {
             kind,
             port: nodes[0].port,
@@ -217,6 +241,7 @@ impl Broker {
             dir,
             storage,
             extra: extra.to_string(),
+            secure,
         };
         b.first_start();
         b
@@ -253,6 +278,7 @@ impl Broker {
                 let _ = std::fs::remove_dir_all(&n.dir);
                 n.port = free_port();
                 n.controller_port = free_port();
+                n.internal_port = free_port();
             }
         }
         panic!("{} did not start; log:\n{}", self.name, self.log());
@@ -266,15 +292,23 @@ impl Broker {
             .map(|v| format!("{}@127.0.0.1:{}", v.id, v.controller_port))
             .collect();
         let rf = self.nodes.len().min(3);
+        let listeners = match &self.secure {
+            Some(s) => s.listener_properties(n.port, n.internal_port, n.controller_port),
+            None => format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 inter.broker.listener.name=PLAINTEXT\n",
+                port = n.port,
+                cport = n.controller_port,
+            ),
+        };
         let props = format!(
             "process.roles=broker,controller\n\
              node.id={id}\n\
              controller.quorum.voters={voters}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
              controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-             inter.broker.listener.name=PLAINTEXT\n\
+             {listeners}\
              log.dirs={data}\n\
              auto.create.topics.enable=false\n\
              num.partitions=1\n\
@@ -299,8 +333,6 @@ impl Broker {
              {extra}\n",
             id = n.id,
             voters = voters.join(","),
-            port = n.port,
-            cport = n.controller_port,
             data = n.dir.join("data").display(),
             extra = self.extra,
         );
@@ -331,6 +363,7 @@ impl Broker {
                 "-c",
             ])
             .arg(n.dir.join("server.properties"))
+            .args(self.secure.iter().flat_map(Secured::format_args))
             .output()
             .expect("run kafka-storage format");
         assert!(
@@ -431,7 +464,11 @@ impl Broker {
     /// metadata log.
     fn wait_ready(&self) {
         let n = self.nodes.len();
-        let addr = self.addr();
+        // A secure broker is asked on its PLAINTEXT listener.
+        let addr = match self.secure {
+            Some(_) => self.internal_addr(),
+            None => self.addr(),
+        };
         wait_for(
             &format!("{} to register {n} brokers", self.name),
             Duration::from_secs(60),
@@ -452,6 +489,12 @@ impl Broker {
     /// `127.0.0.1:port` of the first node.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A secure broker's PLAINTEXT listener, `127.0.0.1:port` (its
+    /// principal, `User:ANONYMOUS`, is a super user).
+    pub(super) fn internal_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.nodes[0].internal_port)
     }
 
     /// Every node's `127.0.0.1:port`, comma-separated (a bootstrap list).

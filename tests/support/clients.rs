@@ -35,8 +35,14 @@ pub fn config(bootstrap: &str) -> ClientConfig {
 /// tansu lacks CreatePartitions, so tests create topics with their final
 /// partition count up front.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        config(bootstrap).create().expect("admin client");
+    create_topic_as(config(bootstrap), topic, partitions);
+}
+
+/// Creates `topic` with `partitions` through an admin client made from
+/// `config` (a secure broker's login, say).
+pub fn create_topic_as(config: ClientConfig, topic: &str, partitions: i32) {
+    let bootstrap = config.get("bootstrap.servers").unwrap_or("?").to_string();
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("admin client");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

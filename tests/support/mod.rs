@@ -6,8 +6,11 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod certs;
 pub mod clients;
 pub mod raw;
+pub mod secure;
+pub mod secure_clients;
 
 #[allow(unused_imports)]
 pub use broker::{kind, require_kafka, Broker, Kind, Storage};
