@@ -1,0 +1,264 @@
+//! kflip between TLS/SASL clients and TLS/SASL clusters, on Apache Kafka
+//! 4.4: clients authenticate to kflip (TLS, SCRAM and PLAIN against a
+//! salted users file) and each session logs in upstream (SCRAM over TLS,
+//! PLAIN without), as the cluster's own login or the client's principal's;
+//! wrong credentials fail clearly; a flip moves authenticated clients to a
+//! cluster with other credentials and another mechanism; two principals
+//! keep their own ACLs through kflip; no secret reaches kflip's log.
+//!
+//! Apache Kafka only: on `KFLIP_BROKER=tansu` every test returns at once.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use support::secure::{Auth, Protocol, Security, ADMIN, ADMIN_PASSWORD};
+use support::secure_clients::{try_produce, try_read, wait_error};
+use support::{clients, wait_for, Broker, Kflip};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Writes `text` to `dir/name` and returns the path.
+fn file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A users file for kflip with `users` (name, password).
+fn users_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let mut text = String::from("users:\n");
+    for (u, p) in users {
+        text.push_str(&kflip::auth::users::entry(u, &kflip::auth::Secret::new(*p), 4096).unwrap());
+    }
+    file(dir, "users.yaml", &text)
+}
+
+/// A librdkafka client of kflip over TLS, logging in to kflip.
+fn through(k: &Kflip, ca: &Path, mechanism: &str, user: &str, password: &str) -> ClientConfig {
+    let mut c = clients::config(&k.addr());
+    c.set("security.protocol", "SASL_SSL")
+        .set("ssl.ca.location", ca.display().to_string())
+        .set("sasl.mechanism", mechanism)
+        .set("sasl.username", user)
+        .set("sasl.password", password);
+    c
+}
+
+/// The `clusters:` entry of a secure broker, logging in as `user`.
+fn cluster_yaml(dir: &Path, name: &str, b: &Broker, mechanism: &str, user: &str) -> String {
+    let pw = file(
+        dir,
+        &format!("{name}-{user}.pw"),
+        &format!("{}\n", b.password(user)),
+    );
+    let tls = if b.protocol().tls() {
+        format!(", tls: {{ ca_file: \"{}\" }}", b.ca_pem().display())
+    } else {
+        String::new()
+    };
+    format!(
+        "  {name}: {{ bootstrap: \"{}\"{tls}, sasl: {{ mechanism: {mechanism}, username: {user}, password_file: \"{}\" }} }}\n",
+        b.bootstrap(),
+        pw.display()
+    )
+}
+
+/// The `proxy:` section with TLS and SASL for clients.
+fn proxy_yaml(b: &Broker, users: &Path, active: &str, extra: &str) -> String {
+    let server = &b.certs().server;
+    format!(
+        "proxy:\n  listen: \"127.0.0.1:0\"\n  active: {active}\n  tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n  sasl:\n    mechanisms: [SCRAM-SHA-512, SCRAM-SHA-256, PLAIN]\n    users_file: \"{}\"\n{extra}",
+        server.cert.display(),
+        server.key.display(),
+        users.display()
+    )
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn produce(cfg: &ClientConfig, topic: &str, vals: &[String]) {
+    let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
+    try_produce(cfg, topic, &refs, LIMIT).unwrap_or_else(|e| panic!("produce to {topic}: {e}"));
+}
+
+#[test]
+fn tls_and_sasl_on_both_sides_with_clear_errors_and_no_secret_in_the_log() {
+    let Some(b) = &Broker::start_secure("sec1", &Security::new(Protocol::SaslSsl)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(
+        dir.path(),
+        &[("app", "app-pw-7f3a"), ("other", "other-pw-91c2")],
+    );
+    let yaml = format!(
+        "clusters:\n{}{}",
+        cluster_yaml(dir.path(), "dc1", b, "SCRAM-SHA-512", ADMIN),
+        proxy_yaml(b, &users, "dc1", "")
+    );
+    let k = Kflip::start_with_log(&yaml, "debug");
+    b.create_secure_topic("sec-t", 2);
+    for mech in ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] {
+        let cfg = through(&k, b.ca_pem(), mech, "app", "app-pw-7f3a");
+        let vals = values(&format!("v-{mech}"), 3);
+        produce(&cfg, "sec-t", &vals);
+    }
+    let got = try_read(&b.admin_config(), "sec-t", 9, LIMIT).expect("read dc1 directly");
+    assert_eq!(got.len(), 9);
+    let mut got = try_read(
+        &through(&k, b.ca_pem(), "SCRAM-SHA-512", "other", "other-pw-91c2"),
+        "sec-t",
+        9,
+        LIMIT,
+    )
+    .expect("read through kflip");
+    got.sort();
+    assert_eq!(got.len(), 9);
+
+    // Wrong password, unknown user, and a client that does not trust
+    // kflip's certificate: each a clear error, never a hang.
+    let wrong = through(&k, b.ca_pem(), "SCRAM-SHA-512", "app", "not-the-password");
+    let e = wait_error(&wrong, "Authentication failed", LIMIT);
+    assert!(!e.contains("not-the-password"), "{e}");
+    wait_error(
+        &through(&k, b.ca_pem(), "PLAIN", "nobody", "x"),
+        "Authentication failed",
+        LIMIT,
+    );
+    let untrusted = through(
+        &k,
+        &b.certs().untrusted_ca,
+        "SCRAM-SHA-512",
+        "app",
+        "app-pw-7f3a",
+    );
+    wait_error(&untrusted, "certificate verify failed", LIMIT);
+    k.wait_log("SASL authentication failed", LIMIT);
+
+    // No secret of this run is in kflip's log, at debug level.
+    let log = k.log();
+    for secret in [
+        "app-pw-7f3a",
+        "other-pw-91c2",
+        "not-the-password",
+        ADMIN_PASSWORD,
+    ] {
+        assert!(!log.contains(secret), "kflip's log holds a secret");
+    }
+    assert!(!log.contains("panicked"));
+}
+
+#[test]
+fn a_flip_moves_authenticated_clients_to_a_cluster_with_other_credentials_and_mechanism() {
+    let Some(dc1) = &Broker::start_secure("sec-dc1", &Security::new(Protocol::SaslSsl)) else {
+        return;
+    };
+    let Some(dc2) = &Broker::start_secure("sec-dc2", &Security::new(Protocol::SaslPlaintext))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("app", "app-pw-5d1e")]);
+    let clusters = format!(
+        "clusters:\n{}{}",
+        cluster_yaml(dir.path(), "dc1", dc1, "SCRAM-SHA-512", ADMIN),
+        cluster_yaml(dir.path(), "dc2", dc2, "PLAIN", ADMIN),
+    );
+    let flows =
+        "replication:\n  flows:\n    - { source: dc1, target: dc2, topics: [\"flip-t\"] }\n";
+    let k = Kflip::start_command(
+        "run",
+        &format!("{clusters}{}{flows}", proxy_yaml(dc1, &users, "dc1", "")),
+        "info",
+    );
+    dc1.create_secure_topic("flip-t", 1);
+    let cfg = through(&k, dc1.ca_pem(), "SCRAM-SHA-256", "app", "app-pw-5d1e");
+    let before = values("before", 20);
+    produce(&cfg, "flip-t", &before);
+    // Replicated to dc2 (whose login is PLAIN, without TLS).
+    wait_for("the records on dc2", LIMIT * 2, || {
+        let got = try_read(
+            &dc2.admin_config(),
+            "flip-t",
+            before.len(),
+            Duration::from_secs(5),
+        )
+        .ok()?;
+        (got.len() == before.len()).then_some(())
+    });
+    k.write_config(&format!(
+        "{clusters}{}{flows}",
+        proxy_yaml(dc1, &users, "dc2", "")
+    ));
+    k.wait_log("switched active cluster", LIMIT);
+    // The same client configuration (it logs in to kflip, never to a
+    // cluster) goes on producing, now onto dc2.
+    let after = values("after", 20);
+    produce(&cfg, "flip-t", &after);
+    let mut got = try_read(&dc2.admin_config(), "flip-t", 40, LIMIT).expect("read dc2");
+    got.sort();
+    let mut want: Vec<String> = before.iter().chain(after.iter()).cloned().collect();
+    want.sort();
+    assert_eq!(got, want);
+    let log = k.log();
+    for secret in ["app-pw-5d1e", ADMIN_PASSWORD] {
+        assert!(!log.contains(secret), "kflip's log holds a secret");
+    }
+}
+
+#[test]
+fn two_principals_keep_their_own_acls_through_kflip() {
+    let security = Security::new(Protocol::SaslSsl)
+        .user("alice", "alice-secret")
+        .user("bob", "bob-secret")
+        .with_authorizer();
+    let Some(b) = &Broker::start_secure("sec-acl", &security) else {
+        return;
+    };
+    b.create_secure_topic("acl-t", 1);
+    b.allow("alice", &["Write", "Describe"], &["--topic", "acl-t"]);
+    b.allow("bob", &["Read", "Describe"], &["--topic", "acl-t"]);
+    b.allow(
+        "bob",
+        &["Read"],
+        &["--group", support::secure_clients::READER_GROUP],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("app-a", "pw-a-61"), ("app-b", "pw-b-62")]);
+    let alice_pw = file(dir.path(), "alice.pw", "alice-secret");
+    let bob_pw = file(dir.path(), "bob.pw", "bob-secret");
+    let principals = file(
+        dir.path(),
+        "principals.yaml",
+        &format!(
+            "principals:\n  app-a:\n    dc1: {{ mechanism: SCRAM-SHA-512, username: alice, password_file: \"{}\" }}\n  app-b:\n    dc1: {{ mechanism: SCRAM-SHA-256, username: bob, password_file: \"{}\" }}\n",
+            alice_pw.display(),
+            bob_pw.display()
+        ),
+    );
+    let yaml = format!(
+        "clusters:\n{}{}",
+        cluster_yaml(dir.path(), "dc1", b, "SCRAM-SHA-512", ADMIN),
+        proxy_yaml(
+            b,
+            &users,
+            "dc1",
+            &format!("    principals_file: \"{}\"\n", principals.display())
+        )
+    );
+    let k = Kflip::start(&yaml);
+    let a = through(&k, b.ca_pem(), "SCRAM-SHA-512", "app-a", "pw-a-61");
+    let bob = through(&k, b.ca_pem(), "SCRAM-SHA-512", "app-b", "pw-b-62");
+    produce(&a, "acl-t", &values("a", 3));
+    let refused = try_produce(&bob, "acl-t", &["b-0"], Duration::from_secs(10))
+        .expect_err("bob may not write acl-t");
+    assert!(refused.to_string().contains("uthoriz"), "{refused}");
+    let got = try_read(&bob, "acl-t", 3, LIMIT).expect("bob reads acl-t");
+    assert_eq!(got.len(), 3);
+    let _ = Auth::Anonymous;
+}
