@@ -12,6 +12,7 @@
 
 mod model;
 mod replication;
+pub mod secrets;
 pub mod security;
 mod validate;
 mod values;
@@ -23,11 +24,11 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-pub use model::FileConfig;
+pub use model::{FileConfig, SaslFile};
 pub use replication::{is_internal, FlowConfig, Pattern, ReplicationConfig};
+pub use secrets::{Secret, SecretError, SecretRef};
 pub use security::{
-    Credentials, ListenerSasl, ListenerTls, Mechanism, OAuthValidation, Secret, SecretError,
-    SecretRef, TlsConfig, TokenRef,
+    Credentials, ListenerSasl, ListenerTls, Mechanism, OAuthValidation, TlsConfig, TokenRef,
 };
 
 /// A cluster's name as written under `clusters:` in the config file.

@@ -1,6 +1,8 @@
 //! The config file exactly as written: serde types that reject unknown keys.
 
 use indexmap::IndexMap;
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// The whole file.
@@ -74,9 +76,9 @@ pub struct ClusterFile {
     /// `"host:port"`, `"h1:p1,h2:p2"` or a list of `host:port`.
     pub bootstrap: Bootstrap,
     /// Connect with TLS.
-    pub tls: Option<super::security::TlsFile>,
+    pub tls: Option<TlsFile>,
     /// Log in with SASL.
-    pub sasl: Option<super::security::SaslFile>,
+    pub sasl: Option<SaslFile>,
 }
 
 /// Bootstrap servers as one comma-separated string or as a list.
@@ -122,11 +124,93 @@ pub struct ProxyFile {
     /// Drain bound at shutdown, e.g. `10s`.
     pub shutdown_grace: Option<String>,
     /// TLS for clients.
-    pub tls: Option<super::security::ListenerTlsFile>,
+    pub tls: Option<ListenerTlsFile>,
     /// SASL for clients.
-    pub sasl: Option<super::security::ListenerSaslFile>,
+    pub sasl: Option<ListenerSaslFile>,
     /// Most connections from one client address (0: no bound).
     pub max_connections_per_address: Option<u64>,
     /// TLS handshake and SASL authentication bound, e.g. `10s`.
     pub auth_timeout: Option<String>,
+}
+
+/// `tls:` of a cluster: kflip connects with TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM CA bundle to trust; the system roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for mTLS (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Name to verify the brokers' certificates against (and send as SNI),
+    /// instead of the host kflip connects to.
+    pub server_name: Option<String>,
+}
+
+/// `sasl:` of a cluster, or one principal's login on a cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslFile {
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
+    pub mechanism: String,
+    /// The user name (PLAIN and SCRAM).
+    pub username: Option<String>,
+    /// A file holding the password.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+    /// OAUTHBEARER: a file holding the token, re-read when it changes.
+    pub token_file: Option<PathBuf>,
+    /// OAUTHBEARER: the token endpoint (client-credentials grant).
+    pub token_endpoint: Option<String>,
+    /// OAUTHBEARER: the client id at the token endpoint.
+    pub client_id: Option<String>,
+    /// OAUTHBEARER: a file holding the client secret.
+    pub client_secret_file: Option<PathBuf>,
+    /// OAUTHBEARER: an environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// OAUTHBEARER: the scope to ask for.
+    pub scope: Option<String>,
+}
+
+/// `proxy.tls:` clients connect to kflip with TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// PEM certificate chain kflip presents.
+    pub cert_file: PathBuf,
+    /// Its PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle: with it, clients must present a certificate it signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `proxy.sasl:` clients authenticate to kflip.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSaslFile {
+    /// Mechanisms offered, e.g. `[SCRAM-SHA-512, PLAIN]`.
+    pub mechanisms: Vec<String>,
+    /// Users and their salted keys (PLAIN and SCRAM); hot-reloaded.
+    pub users_file: Option<PathBuf>,
+    /// OAUTHBEARER validation.
+    pub oauthbearer: Option<OAuthFile>,
+    /// Principal -> per-cluster logins; hot-reloaded. Without it, every
+    /// client's sessions log in with the cluster's own `sasl:`.
+    pub principals_file: Option<PathBuf>,
+}
+
+/// `proxy.sasl.oauthbearer:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthFile {
+    /// The JWKS file whose keys sign valid tokens.
+    pub jwks_file: PathBuf,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// The claim that names the principal (default `sub`).
+    pub principal_claim: Option<String>,
 }

@@ -7,102 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
+use super::model::{ListenerSaslFile, ListenerTlsFile, SaslFile, TlsFile};
+use super::secrets::SecretRef;
 use super::values::invalid;
 use super::ConfigError;
-
-/// `tls:` of a cluster: kflip connects with TLS.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFile {
-    /// PEM CA bundle to trust; the system roots when absent.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for mTLS (with `key_file`).
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
-    /// Name to verify the brokers' certificates against (and send as SNI),
-    /// instead of the host kflip connects to.
-    pub server_name: Option<String>,
-}
-
-/// `sasl:` of a cluster, or one principal's login on a cluster.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaslFile {
-    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
-    pub mechanism: String,
-    /// The user name (PLAIN and SCRAM).
-    pub username: Option<String>,
-    /// A file holding the password.
-    pub password_file: Option<PathBuf>,
-    /// An environment variable holding the password.
-    pub password_env: Option<String>,
-    /// OAUTHBEARER: a file holding the token, re-read when it changes.
-    pub token_file: Option<PathBuf>,
-    /// OAUTHBEARER: the token endpoint (client-credentials grant).
-    pub token_endpoint: Option<String>,
-    /// OAUTHBEARER: the client id at the token endpoint.
-    pub client_id: Option<String>,
-    /// OAUTHBEARER: a file holding the client secret.
-    pub client_secret_file: Option<PathBuf>,
-    /// OAUTHBEARER: an environment variable holding the client secret.
-    pub client_secret_env: Option<String>,
-    /// OAUTHBEARER: the scope to ask for.
-    pub scope: Option<String>,
-}
-
-/// `proxy.tls:` clients connect to kflip with TLS.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTlsFile {
-    /// PEM certificate chain kflip presents.
-    pub cert_file: PathBuf,
-    /// Its PEM private key.
-    pub key_file: PathBuf,
-    /// PEM CA bundle: with it, clients must present a certificate it signed.
-    pub client_ca_file: Option<PathBuf>,
-}
-
-/// `proxy.sasl:` clients authenticate to kflip.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerSaslFile {
-    /// Mechanisms offered, e.g. `[SCRAM-SHA-512, PLAIN]`.
-    pub mechanisms: Vec<String>,
-    /// Users and their salted keys (PLAIN and SCRAM); hot-reloaded.
-    pub users_file: Option<PathBuf>,
-    /// OAUTHBEARER validation.
-    pub oauthbearer: Option<OAuthFile>,
-    /// Principal -> per-cluster logins; hot-reloaded. Without it, every
-    /// client's sessions log in with the cluster's own `sasl:`.
-    pub principals_file: Option<PathBuf>,
-}
-
-/// `proxy.sasl.oauthbearer:`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthFile {
-    /// The JWKS file whose keys sign valid tokens.
-    pub jwks_file: PathBuf,
-    /// Required `iss`.
-    pub issuer: String,
-    /// Required `aud`.
-    pub audience: String,
-    /// The claim that names the principal (default `sub`).
-    pub principal_claim: Option<String>,
-}
-
-/// Where a secret is kept. Only the location is in the config; `Debug`
-/// shows the location, never a value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretRef {
-    /// A file (its trailing newline is not part of the secret).
-    File(PathBuf),
-    /// An environment variable.
-    Env(String),
-}
 
 /// A SASL mechanism.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -492,51 +400,5 @@ mod tests {
         let e =
             sasl("{ mechanism: OAUTHBEARER, token_endpoint: 'https://idp/token' }").unwrap_err();
         assert!(e.contains("client_id"), "{e}");
-    }
-}
-
-pub use crate::auth::secret::Secret;
-
-/// Why a secret could not be read. Names where it was looked for, never a
-/// value.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SecretError {
-    /// The file could not be read.
-    #[error("cannot read secret file {path}: {message}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        message: String,
-    },
-    /// The variable is not set (or not UTF-8).
-    #[error("environment variable {0} is not set")]
-    Env(String),
-    /// The secret is empty.
-    #[error("the secret in {0} is empty")]
-    Empty(String),
-}
-
-impl SecretRef {
-    /// Reads the secret now (a file's trailing newline is dropped).
-    pub fn read(&self) -> Result<Secret, SecretError> {
-        let (value, from) = match self {
-            SecretRef::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| SecretError::File {
-                    path: path.clone(),
-                    message: e.kind().to_string(),
-                })?;
-                (text, path.display().to_string())
-            }
-            SecretRef::Env(name) => (
-                std::env::var(name).map_err(|_| SecretError::Env(name.clone()))?,
-                format!("${name}"),
-            ),
-        };
-        let value = value.trim_end_matches(['\n', '\r']).to_string();
-        if value.is_empty() {
-            return Err(SecretError::Empty(from));
-        }
-        Ok(Secret::new(value))
     }
 }

@@ -16,17 +16,14 @@
 //! says so, and its open sessions cannot follow a switch to such a cluster
 //! (they close; the client's next login gets the same message).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
-use serde::Deserialize;
 use tokio::io::{AsyncWriteExt, BufReader};
 
+use super::auth_files::current;
 use super::{upstream, Shared};
 use crate::auth::oauth::{JwtValidator, ValidationSettings};
 use crate::auth::scram::{Mechanism as Scram, ScramServer, StoredCredential};
@@ -35,8 +32,7 @@ use crate::auth::AuthError;
 use crate::cluster::stream::{ReadHalf, WriteHalf};
 use crate::codec::frame::read_frame;
 use crate::codec::header::parse_request_head;
-use crate::config::security::{credentials, SaslFile};
-use crate::config::{ClusterName, Credentials, ListenerSasl, Mechanism, ProxyConfig};
+use crate::config::{ListenerSasl, Mechanism, ProxyConfig};
 use crate::error::Fault;
 
 /// Largest frame a connection may send before it has authenticated.
@@ -46,133 +42,6 @@ pub const UNAUTHENTICATED_MAX_FRAME: usize = 64 * 1024;
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 /// Kafka's SASL_AUTHENTICATION_FAILED.
 const SASL_AUTHENTICATION_FAILED: i16 = 58;
-
-/// Files kflip re-reads when they change, keeping the last good version.
-#[derive(Default)]
-pub(crate) struct AuthFiles {
-    users: Mutex<Option<Loaded<Users>>>,
-    jwks: Mutex<Option<Loaded<JwtValidator>>>,
-    principals: Mutex<Option<Loaded<Principals>>>,
-}
-
-struct Loaded<T> {
-    path: PathBuf,
-    stamp: Option<SystemTime>,
-    value: std::sync::Arc<T>,
-}
-
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The file's current contents, re-read if it changed; on a failed re-read
-/// the last good version, with a warning.
-fn current<T>(
-    slot: &Mutex<Option<Loaded<T>>>,
-    path: &Path,
-    what: &str,
-    load: impl FnOnce(&Path) -> Result<T, String>,
-) -> Result<std::sync::Arc<T>, Fault> {
-    let stamp = mtime(path);
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(l) = slot.as_ref() {
-        if l.path == path && l.stamp == stamp {
-            return Ok(l.value.clone());
-        }
-    }
-    match load(path) {
-        Ok(v) => {
-            let value = std::sync::Arc::new(v);
-            if slot.is_some() {
-                tracing::info!(file = %path.display(), "{what} reloaded");
-            }
-            *slot = Some(Loaded {
-                path: path.to_path_buf(),
-                stamp,
-                value: value.clone(),
-            });
-            Ok(value)
-        }
-        Err(e) => match slot.as_mut() {
-            Some(l) if l.path == path => {
-                tracing::warn!(file = %path.display(), error = %e, "{what} no longer loads; keeping the last good one");
-                l.stamp = stamp;
-                Ok(l.value.clone())
-            }
-            _ => Err(Fault::internal(format!("{what}: {e}"))),
-        },
-    }
-}
-
-/// `principals:` principal -> cluster name -> login.
-pub(crate) struct Principals(HashMap<String, HashMap<String, Credentials>>);
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PrincipalsFile {
-    principals: HashMap<String, HashMap<String, SaslFile>>,
-}
-
-fn load_principals(path: &Path) -> Result<Principals, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: PrincipalsFile = serde_yaml::from_str(&text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
-            .unwrap_or_default();
-        format!("{} is not a principals file{at}", path.display())
-    })?;
-    let mut out = HashMap::new();
-    for (principal, clusters) in file.principals {
-        let mut logins = HashMap::new();
-        for (cluster, login) in clusters {
-            let key = format!("principals.{principal}.{cluster}");
-            logins.insert(
-                cluster,
-                credentials(&key, login).map_err(|e| e.to_string())?,
-            );
-        }
-        out.insert(principal, logins);
-    }
-    Ok(Principals(out))
-}
-
-impl Shared {
-    /// How a session of `principal` logs in to `cluster`: its own login
-    /// from the principals file, or the cluster's. `Err` names what is
-    /// missing, for the client.
-    pub(crate) fn login_for(
-        &self,
-        principal: Option<&str>,
-        cluster: &ClusterName,
-    ) -> Result<Option<Credentials>, String> {
-        let default = self.board.cluster(cluster).sasl;
-        let cfg = self.proxy_config();
-        let (Some(principal), Some(path)) = (
-            principal,
-            cfg.sasl.as_ref().and_then(|s| s.principals_file.as_ref()),
-        ) else {
-            return Ok(default);
-        };
-        let principals = current(
-            &self.auth.principals,
-            path,
-            "principals file",
-            load_principals,
-        )
-        .map_err(|e| e.to_string())?;
-        match principals.0.get(principal) {
-            None => Ok(default),
-            Some(logins) => match logins.get(cluster.as_str()) {
-                Some(c) => Ok(Some(c.clone())),
-                None => Err(format!(
-                    "principal {principal} has no login for cluster {cluster} in the principals file"
-                )),
-            },
-        }
-    }
-}
 
 /// How a SCRAM exchange finds a user's salted keys.
 type Lookup = Box<dyn FnOnce(&str) -> Option<StoredCredential> + Send>;

@@ -10,6 +10,7 @@
 
 mod addresses;
 mod auth;
+mod auth_files;
 mod connection;
 mod listeners;
 mod loops;
@@ -99,7 +100,7 @@ pub(crate) struct Shared {
     /// call it without depending on the connection module.
     serve: Serve,
     /// Users, JWKS and principals files, re-read when they change.
-    auth: auth::AuthFiles,
+    auth: auth_files::AuthFiles,
 }
 
 /// The future that serves one client connection.
