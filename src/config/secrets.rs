@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// Where a secret is kept. Only the location is in the config; `Debug`
 /// shows the location, never a value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SecretRef {
     /// A file (its trailing newline is not part of the secret).
     File(PathBuf),

@@ -67,7 +67,7 @@ pub struct TlsConfig {
 }
 
 /// How a bearer token is obtained.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TokenRef {
     /// Read from a file (re-read when it changes).
     File(PathBuf),
