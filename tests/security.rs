@@ -154,14 +154,16 @@ fn tls_and_sasl_on_both_sides_with_clear_errors_and_no_secret_in_the_log() {
 }
 
 #[test]
-fn a_flip_moves_authenticated_clients_to_a_cluster_with_other_credentials_and_mechanism() {
+fn planned_and_disaster_flips_move_authenticated_clients_between_clusters_with_other_credentials() {
     let Some(dc1) = &Broker::start_secure("sec-dc1", &Security::new(Protocol::SaslSsl)) else {
         return;
     };
-    let Some(dc2) = &Broker::start_secure("sec-dc2", &Security::new(Protocol::SaslPlaintext))
+    let Some(mut dc2_owned) =
+        Broker::start_secure("sec-dc2", &Security::new(Protocol::SaslPlaintext))
     else {
         return;
     };
+    let dc2 = &dc2_owned;
     let dir = tempfile::tempdir().unwrap();
     let users = users_file(dir.path(), &[("app", "app-pw-5d1e")]);
     let clusters = format!(
@@ -169,8 +171,9 @@ fn a_flip_moves_authenticated_clients_to_a_cluster_with_other_credentials_and_me
         cluster_yaml(dir.path(), "dc1", dc1, "SCRAM-SHA-512", ADMIN),
         cluster_yaml(dir.path(), "dc2", dc2, "PLAIN", ADMIN),
     );
-    let flows =
-        "replication:\n  flows:\n    - { source: dc1, target: dc2, topics: [\"flip-t\"] }\n";
+    // Both ways: each cluster's writes reach the other, and provenance
+    // keeps them from coming back.
+    let flows = "replication:\n  flows:\n    - { source: dc1, target: dc2, topics: [\"flip-t\"] }\n    - { source: dc2, target: dc1, topics: [\"flip-t\"] }\n";
     let k = Kflip::start_command(
         "run",
         &format!("{clusters}{}{flows}", proxy_yaml(dc1, &users, "dc1", "")),
@@ -205,6 +208,26 @@ fn a_flip_moves_authenticated_clients_to_a_cluster_with_other_credentials_and_me
     let mut want: Vec<String> = before.iter().chain(after.iter()).cloned().collect();
     want.sort();
     assert_eq!(got, want);
+    // dc2's records are copied back to dc1 (SCRAM over TLS), once.
+    wait_for("dc2's records on dc1", LIMIT * 2, || {
+        let got = try_read(&dc1.admin_config(), "flip-t", 40, Duration::from_secs(5)).ok()?;
+        (got.len() == 40).then_some(())
+    });
+    // Disaster: dc2 dies; the flip back to dc1 happens at once, and the same
+    // client goes on producing there.
+    dc2_owned.kill();
+    k.write_config(&format!(
+        "{clusters}{}{flows}",
+        proxy_yaml(dc1, &users, "dc1", "")
+    ));
+    k.wait_log("disaster switch", LIMIT);
+    let last = values("last", 20);
+    produce(&cfg, "flip-t", &last);
+    let mut got = try_read(&dc1.admin_config(), "flip-t", 60, LIMIT).expect("read dc1");
+    got.sort();
+    want.extend(last.iter().cloned());
+    want.sort();
+    assert_eq!(got, want, "dc1 holds every record once");
     let log = k.log();
     for secret in ["app-pw-5d1e", ADMIN_PASSWORD] {
         assert!(!log.contains(secret), "kflip's log holds a secret");
