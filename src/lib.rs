@@ -23,6 +23,8 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kafka;
 pub mod offsets;
 pub mod protocol;

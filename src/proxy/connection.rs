@@ -36,7 +36,7 @@ use crate::protocol::{api_versions, fetch};
 use crate::routing::RealNodeId;
 
 #[path = "intercept.rs"]
-mod intercept;
+pub(crate) mod intercept;
 use intercept::{intercept, learn, Intercept};
 
 /// Most requests a client may have in flight on one connection; the request

@@ -541,7 +541,7 @@ fn rewrite_onto(
 }
 
 /// Whether an InitProducerId request names a transactional id.
-fn transactional(body: &[u8], version: i16) -> bool {
+pub(crate) fn transactional(body: &[u8], version: i16) -> bool {
     let mut r = crate::protocol::varint::Reader::new(body, 0);
     if version >= 2 {
         !matches!(r.uvarint(), Ok(0))
@@ -586,7 +586,7 @@ async fn answer_producer_id(
 
 /// Where the producer id of an InitProducerId v3+ request starts: after
 /// the transactional id and the transaction timeout.
-fn init_producer_id_at(body: &[u8], version: i16) -> Option<usize> {
+pub(crate) fn init_producer_id_at(body: &[u8], version: i16) -> Option<usize> {
     if version < 3 {
         return None;
     }
@@ -599,7 +599,7 @@ fn init_producer_id_at(body: &[u8], version: i16) -> Option<usize> {
 }
 
 /// The producer id an InitProducerId v3+ request bumps (-1 for none).
-fn init_producer_id_of(body: &[u8], version: i16) -> Option<i64> {
+pub(crate) fn init_producer_id_of(body: &[u8], version: i16) -> Option<i64> {
     let at = init_producer_id_at(body, version)?;
     let b = body.get(at..at + 8)?;
     Some(i64::from_be_bytes(b.try_into().ok()?))
@@ -609,7 +609,7 @@ fn init_producer_id_of(body: &[u8], version: i16) -> Option<i64> {
 /// and epoch, KIP-360) of a producer id from before the switch into a
 /// request for a fresh id: the new cluster never issued the old one and
 /// would refuse to bump it. To the client both reset its sequences.
-fn fresh_producer_id(body: &mut [u8], version: i16) {
+pub(crate) fn fresh_producer_id(body: &mut [u8], version: i16) {
     let Some(at) = init_producer_id_at(body, version) else {
         return;
     };
@@ -620,7 +620,7 @@ fn fresh_producer_id(body: &mut [u8], version: i16) {
 }
 
 /// The group id of a LeaveGroup request.
-fn leave_group_id(body: &[u8], version: i16) -> Option<String> {
+pub(crate) fn leave_group_id(body: &[u8], version: i16) -> Option<String> {
     let compact = version >= 4;
     let mut r = crate::protocol::varint::Reader::new(body, 0);
     let len = if compact {

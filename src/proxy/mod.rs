@@ -8,7 +8,7 @@
 //!   upstream broker and rewriting responses;
 //! - [`upstream`]: what kflip itself asks the clusters (API versions, brokers).
 
-mod connection;
+pub(crate) mod connection;
 mod failover;
 mod listeners;
 mod upstream;
