@@ -15,6 +15,8 @@
 //! - [`kafka`]: kflip's own minimal client for probing clusters.
 //! - [`offsets`]: the source-to-target offset map and its translation.
 //! - [`cli`]: the `kflip` command line.
+//! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`
+//!   (docs/fuzzing.md).
 //!
 //! Data flows `proxy::listeners` -> `proxy::connection` -> (frames through
 //! `protocol`) -> upstream broker, with `routing` deciding which broker.
