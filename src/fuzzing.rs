@@ -467,12 +467,14 @@ pub const REWRITTEN: [ApiKey; 8] = [
     ApiKey::OffsetFetch,
 ];
 
+/// Decodes, optionally rewrites, and encodes a response; returns the
+/// decoded (and rewritten) message as text, for comparing, and the frame.
 fn rewrite_once(
     api: ApiKey,
     version: i16,
     payload: &[u8],
     map: bool,
-) -> Result<Option<bytes::BytesMut>, rewrite::RewriteError> {
+) -> Result<Option<(String, bytes::BytesMut)>, rewrite::RewriteError> {
     let Some(mut r) = rewrite::Rewritable::decode(api, version, Bytes::copy_from_slice(payload))?
     else {
         return Ok(None);
@@ -489,15 +491,16 @@ fn rewrite_once(
         out.len() - 4,
         "wrong length prefix"
     );
-    Ok(Some(out))
+    Ok(Some((format!("{r:?}"), out)))
 }
 
 /// A response of the API key and version in the first four bytes (a key
 /// kflip does not rewrite picks one that it does). A decoded response
-/// rewrites and encodes; when the codec alone is stable on it (decoding and
-/// encoding its own encoding gives the same bytes: some inputs it accepts
-/// it cannot encode back, see docs/fuzzing.md), the rewritten output
-/// decodes too, and rewriting it again gives the same bytes.
+/// rewrites and encodes. When the codec alone round-trips it (what it
+/// decodes from its own encoding is what it decoded from the input: some
+/// inputs it accepts it cannot encode back, see docs/fuzzing.md), the
+/// rewritten output decodes too, and rewriting it again gives the same
+/// bytes.
 pub fn response_rewrite(data: &[u8]) {
     let (Some(key), Some(version)) = (be_i16(data), data.get(2..).and_then(be_i16)) else {
         return;
@@ -506,19 +509,19 @@ pub fn response_rewrite(data: &[u8]) {
         Ok(api) if REWRITTEN.contains(&api) => api,
         _ => REWRITTEN[usize::from(key as u16) % REWRITTEN.len()],
     };
-    let Ok(Some(once)) = rewrite_once(api, version, &data[4..], true) else {
+    let Ok(Some((_, once))) = rewrite_once(api, version, &data[4..], true) else {
         return;
     };
     let plain = rewrite_once(api, version, &data[4..], false);
-    let Ok(Some(plain)) = plain else {
+    let Ok(Some((decoded, plain))) = plain else {
         panic!("{api:?} v{version}: decoded once, then not: {plain:?}");
     };
     match rewrite_once(api, version, &plain[4..], false) {
-        Ok(Some(again)) if again == plain => {}
+        Ok(Some((again, _))) if again == decoded => {}
         _ => return,
     }
     let twice = match rewrite_once(api, version, &once[4..], true) {
-        Ok(Some(twice)) => twice,
+        Ok(Some((_, twice))) => twice,
         other => panic!("{api:?} v{version}: the rewritten response does not decode: {other:?}"),
     };
     assert!(
