@@ -28,6 +28,8 @@
 //! - [`error`]: the proxy's error type (which side failed, whether a retry
 //!   helps, the Kafka error code).
 //! - [`cli`]: the `kflip` command line.
+//! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`
+//!   (docs/fuzzing.md).
 //!
 //! A request flows `proxy::listeners` -> `proxy::connection` (a session
 //! started through `failover::gate`) -> `proxy::loops` -> `codec` (parsed)
@@ -43,6 +45,8 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod failover;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kafka;
 pub mod offsets;
 pub mod protocol;

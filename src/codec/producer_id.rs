@@ -13,7 +13,7 @@ pub fn transactional(body: &[u8], version: i16) -> bool {
 
 /// Where the producer id of an InitProducerId v3+ request starts: after
 /// the transactional id and the transaction timeout.
-fn init_producer_id_at(body: &[u8], version: i16) -> Option<usize> {
+pub fn init_producer_id_at(body: &[u8], version: i16) -> Option<usize> {
     if version < 3 {
         return None;
     }

@@ -308,11 +308,14 @@ fn encode_padded(fields: &[(u32, Vec<u8>)], want: usize) -> Option<Vec<u8>> {
     if plain.len() == want {
         return Some(plain);
     }
-    // The padded length grows with the padding, one byte at a time except
-    // where the size varint widens, so try each size until it fits or passes.
-    (0..want)
+    // n bytes of padding cost n plus the width of n's size varint on top
+    // of an empty pad field. Solve for n at each varint width rather than
+    // encoding every n in turn: that was quadratic in the section's size
+    // (seconds for endpoints with a long host name).
+    let empty_pad = encode(Some(0)).len() - 1;
+    (1..=5)
+        .filter_map(|width| want.checked_sub(empty_pad + width))
         .map(|n| encode(Some(n)))
-        .take_while(|o| o.len() <= want)
         .find(|o| o.len() == want)
 }
 
