@@ -334,3 +334,36 @@ fn mtls_on_both_sides_and_bad_client_certificates_fail_clearly() {
     k.wait_log("TLS handshake failed", LIMIT);
     assert!(!k.log().contains("panicked"));
 }
+
+#[test]
+fn a_broker_certificate_kflip_does_not_trust_fails_clearly_on_kflips_side() {
+    let Some(b) = &Broker::start_secure("sec-untrusted", &Security::new(Protocol::SaslSsl)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("app", "app-pw-0b7d")]);
+    let pw = file(dir.path(), "admin.pw", ADMIN_PASSWORD);
+    // kflip trusts another CA than the one that signed the broker's
+    // certificate.
+    let yaml = format!(
+        "clusters:\n  dc1: {{ bootstrap: \"{}\", tls: {{ ca_file: \"{}\" }}, sasl: {{ mechanism: SCRAM-SHA-512, username: {ADMIN}, password_file: \"{}\" }} }}\n{}",
+        b.bootstrap(),
+        b.certs().untrusted_ca.display(),
+        pw.display(),
+        proxy_yaml(b, &users, "dc1", "")
+    );
+    let k = Kflip::start(&yaml);
+    let cfg = through(&k, b.ca_pem(), "SCRAM-SHA-512", "app", "app-pw-0b7d");
+    let refused = try_produce(&cfg, "never", &["x"], Duration::from_secs(5));
+    assert!(
+        refused.is_err(),
+        "nothing can be produced through an untrusted upstream"
+    );
+    k.wait_log("TLS handshake with", LIMIT);
+    let log = k.log();
+    assert!(
+        log.contains("UnknownIssuer") || log.contains("certificate"),
+        "{log}"
+    );
+    assert!(!log.contains(ADMIN_PASSWORD) && !log.contains("app-pw-0b7d"));
+}
