@@ -367,3 +367,72 @@ fn a_broker_certificate_kflip_does_not_trust_fails_clearly_on_kflips_side() {
     );
     assert!(!log.contains(ADMIN_PASSWORD) && !log.contains("app-pw-0b7d"));
 }
+
+#[test]
+fn the_java_client_logs_in_to_kflip_over_tls_and_produces() {
+    let Some(b) = &Broker::start_secure("sec-java", &Security::new(Protocol::SaslSsl)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("java-app", "java-pw-3e9f")]);
+    let yaml = format!(
+        "clusters:\n{}{}",
+        cluster_yaml(dir.path(), "dc1", b, "SCRAM-SHA-512", ADMIN),
+        proxy_yaml(b, &users, "dc1", "")
+    );
+    let k = Kflip::start(&yaml);
+    b.create_secure_topic("java-t", 1);
+    let props = file(
+        dir.path(),
+        "java.properties",
+        &format!(
+            "security.protocol=SASL_SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"java-app\" password=\"java-pw-3e9f\";\nacks=all\n",
+            b.ca_pem().display()
+        ),
+    );
+    // Kafka's own producer tool: the Java client 4.4 through kflip.
+    let (ok, out) = support::broker::kafka_tool(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic",
+            "java-t",
+            "--num-records",
+            "200",
+            "--record-size",
+            "100",
+            "--throughput",
+            "-1",
+            "--producer.config",
+            props.to_str().unwrap(),
+            "--producer-props",
+            &format!("bootstrap.servers={}", k.addr()),
+        ],
+    );
+    assert!(ok, "{out}");
+    let got = try_read(&b.admin_config(), "java-t", 200, LIMIT).expect("read dc1");
+    assert_eq!(got.len(), 200);
+    // A wrong password: the Java client reports an authentication error.
+    let wrong = file(
+        dir.path(),
+        "wrong.properties",
+        &std::fs::read_to_string(&props)
+            .unwrap()
+            .replace("java-pw-3e9f", "not-it"),
+    );
+    let (ok, out) = support::broker::kafka_tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &[
+            "--bootstrap-server",
+            &k.addr(),
+            "--command-config",
+            wrong.to_str().unwrap(),
+            "--list",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("Authentication failed") || out.contains("SaslAuthenticationException"),
+        "{out}"
+    );
+    assert!(!k.log().contains("java-pw-3e9f"));
+}
