@@ -436,3 +436,48 @@ fn the_java_client_logs_in_to_kflip_over_tls_and_produces() {
     );
     assert!(!k.log().contains("java-pw-3e9f"));
 }
+
+/// An unsecured JWT (`alg: none`) for `sub`: what Kafka's default
+/// OAUTHBEARER validator accepts, good for a test broker only.
+fn unsecured_jwt(sub: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none"}"#),
+        b64(&format!(
+            r#"{{"sub":"{sub}","iat":{now},"exp":{}}}"#,
+            now + 3600
+        ))
+    )
+}
+
+#[test]
+fn oauthbearer_logins_to_a_cluster_serve_the_proxy() {
+    let Some(dc1) = &Broker::start_secure("sec-oauth", &Security::new(Protocol::SaslPlaintext))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = file(dir.path(), "dc1.token", &unsecured_jwt(ADMIN));
+    let users = users_file(dir.path(), &[("app", "app-pw-8c2a")]);
+    let yaml = format!(
+        "clusters:\n  dc1: {{ bootstrap: \"{}\", sasl: {{ mechanism: OAUTHBEARER, token_file: \"{}\" }} }}\n{}",
+        dc1.bootstrap(),
+        token.display(),
+        proxy_yaml(dc1, &users, "dc1", "")
+    );
+    let k = Kflip::start(&yaml);
+    dc1.create_secure_topic("oauth-up", 1);
+    // Each session logs in to dc1 with the token from the file.
+    let cfg = through(&k, dc1.ca_pem(), "SCRAM-SHA-512", "app", "app-pw-8c2a");
+    let vals = values("o", 10);
+    produce(&cfg, "oauth-up", &vals);
+    let got = try_read(&dc1.admin_config(), "oauth-up", 10, LIMIT).expect("read dc1");
+    assert_eq!(got.len(), 10);
+    assert!(!k.log().contains(&unsecured_jwt(ADMIN)[..20]));
+}

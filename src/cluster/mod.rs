@@ -11,12 +11,15 @@
 //! - [`stream`]: the one stream type for plain and TLS connections;
 //! - [`tls`]: rustls configurations built from PEM files, rebuilt when a
 //!   file changes;
-//! - [`rdkafka`]: the librdkafka client config for a cluster.
+//! - [`rdkafka`]: the librdkafka client config for a cluster;
+//! - [`oauth`]: bearer tokens for OAUTHBEARER logins, one cached provider
+//!   per source.
 //!
 //! The SASL login that follows a connect speaks Kafka requests, so it lives
 //! with kflip's client (`kafka::sasl`).
 
 pub mod connect;
+pub mod oauth;
 pub mod rdkafka;
 pub mod stream;
 pub mod tls;

@@ -44,7 +44,7 @@ pub fn client_config(
             }
             (None, Mechanism::OAuthBearer) => {
                 return Err(SecretError::Empty(
-                    "OAUTHBEARER logins for the replication engine (not supported yet)".into(),
+                    "an OAUTHBEARER login: the replication engine cannot log in with OAUTHBEARER yet (the proxy can)".into(),
                 ))
             }
             (None, _) => {}

@@ -123,10 +123,14 @@ async fn scram(conn: &mut KafkaConn, creds: &Credentials) -> Result<(), ClientEr
 }
 
 async fn oauthbearer(conn: &mut KafkaConn, creds: &Credentials) -> Result<(), ClientError> {
-    use crate::auth::oauth::{client_response, TokenProvider, TokenSource};
-    use crate::config::TokenRef;
+    use crate::auth::oauth::client_response;
     let mech = creds.mechanism;
-    let provider = oauth_provider(creds.token.as_ref()).map_err(|e| refused(conn, mech, e))?;
+    let provider = creds
+        .token
+        .as_ref()
+        .ok_or_else(|| "no token source configured".to_string())
+        .and_then(crate::cluster::oauth::provider)
+        .map_err(|e| refused(conn, mech, e))?;
     // The token endpoint is a blocking HTTP call (cached until shortly
     // before the token expires); keep it off the async workers.
     let token = tokio::task::spawn_blocking(move || provider.token())
@@ -136,37 +140,5 @@ async fn oauthbearer(conn: &mut KafkaConn, creds: &Credentials) -> Result<(), Cl
     let first =
         client_response(&token.token, &[]).map_err(|e| refused(conn, mech, e.to_string()))?;
     authenticate(conn, mech, first).await?;
-    // One provider per token source, so a client-credentials token is
-    // fetched once and reused by every session until it nears expiry.
-    fn oauth_provider(token: Option<&TokenRef>) -> Result<std::sync::Arc<TokenProvider>, String> {
-        use std::collections::HashMap;
-        use std::sync::{Arc, Mutex, OnceLock};
-        static PROVIDERS: OnceLock<Mutex<HashMap<TokenRef, Arc<TokenProvider>>>> = OnceLock::new();
-        let token = token.ok_or("no token source configured")?;
-        let mut all = PROVIDERS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = all.get(token) {
-            return Ok(p.clone());
-        }
-        let source = match token {
-            TokenRef::File(path) => TokenSource::File(path.clone()),
-            TokenRef::ClientCredentials {
-                endpoint,
-                client_id,
-                client_secret,
-                scope,
-            } => TokenSource::ClientCredentials {
-                endpoint: endpoint.clone(),
-                client_id: client_id.clone(),
-                client_secret: client_secret.read().map_err(|e| e.to_string())?,
-                scope: scope.clone(),
-            },
-        };
-        let p = Arc::new(TokenProvider::new(source).map_err(|e| e.to_string())?);
-        all.insert(token.clone(), p.clone());
-        Ok(p)
-    }
     Ok(())
 }

@@ -207,7 +207,9 @@ impl Secured {
                 .map(|(u, pw)| format!(" user_{u}=\"{pw}\""))
                 .collect();
             p += &format!(
-                "listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN\n\
+                "listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN,OAUTHBEARER\n\
+                 listener.name.client.oauthbearer.sasl.jaas.config=\
+                 org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;\n\
                  listener.name.client.scram-sha-256.sasl.jaas.config={scram}\n\
                  listener.name.client.scram-sha-512.sasl.jaas.config={scram}\n\
                  listener.name.client.plain.sasl.jaas.config=\
