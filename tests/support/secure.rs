@@ -275,6 +275,14 @@ impl Broker {
         &self.secured().certs.ca
     }
 
+    /// The PLAINTEXT `INTERNAL` listener, `127.0.0.1:port`: benchmarks
+    /// compare it with the secured client listener of the same broker, so
+    /// both paths share one JVM, one log directory and one page cache.
+    pub fn plaintext_addr(&self) -> String {
+        self.secured();
+        self.internal_addr()
+    }
+
     /// The password of `user`.
     pub fn password(&self, user: &str) -> &str {
         self.secured()
