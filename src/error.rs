@@ -91,6 +91,46 @@ impl Fault {
     }
 }
 
+/// Logs why a connection is being closed. Faults of the cluster or of
+/// kflip are always warnings. Faults of a client's bytes are warnings too,
+/// but at most [`CLIENT_WARNINGS_PER_SECOND`] a second over the whole
+/// process: past that, they are counted, and the count is logged with the
+/// next warning, so a hostile client cannot decide how much kflip logs.
+/// Returns whether it logged a warning.
+pub fn log_closing(fault: &Fault, what: &str) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SECOND: AtomicU64 = AtomicU64::new(0);
+    static IN_SECOND: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    if fault.side() != Side::Client {
+        tracing::warn!(error = %fault, "{what}");
+        return true;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if SECOND.swap(now, Ordering::Relaxed) != now {
+        IN_SECOND.store(0, Ordering::Relaxed);
+    }
+    if IN_SECOND.fetch_add(1, Ordering::Relaxed) < CLIENT_WARNINGS_PER_SECOND {
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        if suppressed > 0 {
+            tracing::warn!(error = %fault, suppressed, "{what} (and {suppressed} more client connections closed for the same kind of reason since the last warning)");
+        } else {
+            tracing::warn!(error = %fault, "{what}");
+        }
+        true
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(error = %fault, "{what}");
+        false
+    }
+}
+
+/// Client-fault warnings logged per second at most (see [`log_closing`]).
+pub const CLIENT_WARNINGS_PER_SECOND: u64 = 10;
+
 impl From<crate::codec::AnswerError> for Fault {
     fn from(e: crate::codec::AnswerError) -> Fault {
         match e {
@@ -103,6 +143,23 @@ impl From<crate::codec::AnswerError> for Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_faults_are_logged_at_a_bounded_rate() {
+        let warned = (0..1000)
+            .filter(|_| log_closing(&Fault::client("bad frame"), "closing client connection"))
+            .count() as u64;
+        // A burst may straddle a second boundary: two seconds' worth at most.
+        assert!(
+            (1..=2 * CLIENT_WARNINGS_PER_SECOND).contains(&warned),
+            "{warned}"
+        );
+        assert!(log_closing(&Fault::internal("x"), "closing"));
+        assert!(log_closing(
+            &Fault::upstream(&ClusterName("dc1".into()), "x"),
+            "closing"
+        ));
+    }
 
     #[test]
     fn each_side_says_whether_a_retry_helps_and_what_to_answer() {

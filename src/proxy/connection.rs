@@ -53,7 +53,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
     let client = match accept_tls(&shared, client).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "closing client connection");
+            crate::error::log_closing(&e, "closing client connection");
             return;
         }
     };
@@ -65,7 +65,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         Some(_) => match super::auth::authenticate(&shared, &startup, &mut cr, &mut cw).await {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::warn!(error = %e, "closing client connection");
+                crate::error::log_closing(&e, "closing client connection");
                 return;
             }
         },
@@ -243,14 +243,14 @@ async fn session(
                 }
                 Ok(Stop::Shutdown) => (ctx.cfg.shutdown_grace, Next::Close),
                 Err(e) => {
-                    tracing::warn!(error = %e, "closing client connection");
+                    crate::error::log_closing(&e, "closing client connection");
                     (Duration::ZERO, Next::Close)
                 }
             };
             match tokio::time::timeout(drain, &mut responses).await {
                 Ok(Ok(())) => next,
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "closing client connection");
+                    crate::error::log_closing(&e, "closing client connection");
                     Next::Close
                 }
                 Err(_) => {
@@ -261,7 +261,7 @@ async fn session(
         }
         done = &mut responses => {
             if let Err(e) = done {
-                tracing::warn!(error = %e, "closing client connection");
+                crate::error::log_closing(&e, "closing client connection");
             }
             Next::Close
         }

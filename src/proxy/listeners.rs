@@ -159,7 +159,10 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: Listen
     let open = shared.connections.fetch_add(1, Ordering::AcqRel);
     if open >= max {
         shared.connections.fetch_sub(1, Ordering::AcqRel);
-        tracing::warn!(client.addr = %peer, max, "connection refused: proxy.max_connections reached");
+        crate::error::log_closing(
+            &crate::error::Fault::client(format!("{peer}: proxy.max_connections reached ({max})")),
+            "connection refused",
+        );
         return;
     }
     let ip = peer.ip();
@@ -170,7 +173,12 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: Listen
         if per > 0 && *n >= per {
             drop(by_ip);
             shared.connections.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(client.addr = %peer, max = per, "connection refused: proxy.max_connections_per_address reached");
+            crate::error::log_closing(
+                &crate::error::Fault::client(format!(
+                    "{peer}: proxy.max_connections_per_address reached ({per})"
+                )),
+                "connection refused",
+            );
             return;
         }
         *n += 1;
