@@ -246,37 +246,37 @@ mod tests {
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
 
-    fn batch(headers: &[(&str, &[u8])], compression: Compression, n: i64) -> Vec<u8> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| {
-                let mut h = indexmap::IndexMap::new();
-                for (k, v) in headers {
-                    h.insert(
-                        kafka_protocol::protocol::StrBytes::from_string(k.to_string()),
-                        Some(bytes::Bytes::copy_from_slice(v)),
-                    );
-                }
-                Record {
-                    transactional: false,
-                    delete_horizon: false,
-                    control: false,
-                    partition_leader_epoch: 0,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i,
-                    sequence: -1,
-                    timestamp: 1_700_000_000_000 + i,
-                    key: Some(bytes::Bytes::from(format!("k{i}"))),
-                    value: Some(bytes::Bytes::from(vec![b'v'; 100])),
-                    headers: h,
-                }
-            })
-            .collect();
+    /// One plain record: a key, `value`, and `headers`.
+    fn record(i: i64, value: Vec<u8>, headers: &[(&str, &[u8])]) -> Record {
+        let mut h = indexmap::IndexMap::new();
+        for (k, v) in headers {
+            h.insert(
+                kafka_protocol::protocol::StrBytes::from_string(k.to_string()),
+                Some(bytes::Bytes::copy_from_slice(v)),
+            );
+        }
+        Record {
+            transactional: false,
+            delete_horizon: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i,
+            key: Some(bytes::Bytes::from(format!("k{i}"))),
+            value: Some(bytes::Bytes::from(value)),
+            headers: h,
+        }
+    }
+
+    fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
         let mut buf = BytesMut::new();
         RecordBatchEncoder::encode(
             &mut buf,
-            &records,
+            records,
             &RecordEncodeOptions {
                 version: 2,
                 compression,
@@ -284,6 +284,13 @@ mod tests {
         )
         .unwrap();
         buf.to_vec()
+    }
+
+    fn batch(headers: &[(&str, &[u8])], compression: Compression, n: i64) -> Vec<u8> {
+        let records: Vec<Record> = (0..n)
+            .map(|i| record(i, vec![b'v'; 100], headers))
+            .collect();
+        encode(&records, compression)
     }
 
     #[test]
@@ -350,31 +357,7 @@ mod tests {
     #[test]
     fn a_bomb_is_refused_past_its_bound() {
         // 70 MiB of one byte compresses to a few KiB.
-        let records = vec![Record {
-            transactional: false,
-            delete_horizon: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(bytes::Bytes::from(vec![0u8; 70 << 20])),
-            headers: Default::default(),
-        }];
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::Zstd,
-            },
-        )
-        .unwrap();
+        let buf = encode(&[record(0, vec![0u8; 70 << 20], &[])], Compression::Zstd);
         assert!(matches!(
             has_header(&buf, b"kflip-origin"),
             Err(RecordsError::TooLarge { .. })
