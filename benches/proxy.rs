@@ -26,8 +26,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -36,15 +38,13 @@ use kafka_protocol::messages::{
     ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::BaseProducer;
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::Producer;
 use rdkafka::TopicPartitionList;
 
+use common::{clk_tck, cpu_ticks, env_usize, median, payload, send_all, status_kib, Counting};
 use support::clients::{config, create_topic};
 use support::raw::Raw;
 use support::{Broker, Kflip, Storage};
@@ -58,13 +58,6 @@ const TARGET_ADDED_P99_MS: f64 = 0.5;
 const TARGET_IDLE_RSS_MIB: f64 = 20.0;
 
 const LATENCY_WARMUP: usize = 200;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Which path a measurement took.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -93,45 +86,6 @@ fn order(round: usize) -> [Path; 2] {
 }
 
 // ---------------------------------------------------------------- /proc ---
-
-/// Clock ticks per second for /proc/<pid>/stat times.
-fn clk_tck() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process, in ticks.
-fn cpu_ticks(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // The command name is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After ")" : state(3) ... utime is field 14, stime 15 (1-based overall).
-    let get = |i: usize| {
-        f.get(i - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(14) + get(15)
-}
-
-/// A `Vm*` line of /proc/<pid>/status, in KiB.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 /// A process's TCP sockets: (listening, any other state).
 fn tcp_sockets(pid: u32) -> (usize, usize) {
@@ -219,25 +173,6 @@ impl Throughput {
     }
 }
 
-/// Counts deliveries so the run can check that every record was acked.
-#[derive(Default)]
-struct Counting {
-    ok: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl ClientContext for Counting {}
-
-impl ProducerContext for Counting {
-    type DeliveryOpaque = ();
-    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
-        match r {
-            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-}
-
 fn producer(bootstrap: &str) -> BaseProducer<Counting> {
     config(bootstrap)
         .set("acks", "1")
@@ -248,23 +183,6 @@ fn producer(bootstrap: &str) -> BaseProducer<Counting> {
         .set("queue.buffering.max.kbytes", "1048576")
         .create_with_context(Counting::default())
         .expect("producer")
-}
-
-fn send_all(p: &BaseProducer<Counting>, topic: &str, value: &[u8], n: usize) {
-    for _ in 0..n {
-        let mut rec = BaseRecord::<(), [u8]>::to(topic).payload(value);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => panic!("produce to {topic}: {e}"),
-            }
-        }
-    }
-    p.flush(Duration::from_secs(120)).expect("flush");
 }
 
 /// Produces `n` records; the clock runs from the first send to the end of
@@ -338,19 +256,6 @@ fn consume(bootstrap: &str, topic: &str, n: usize, procs: &Procs) -> Throughput 
         records: n,
         cpu,
     }
-}
-
-fn payload() -> Vec<u8> {
-    // Not compressible-looking, not that it matters with compression none.
-    let mut x: u32 = 0x9e37_79b9;
-    (0..RECORD)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 /// A whole Produce request frame (length prefix included) carrying one
@@ -430,19 +335,6 @@ fn latency(addr: &str, topic: &str, version: i16, requests: usize, procs: &Procs
         p99: pct(0.99),
         max: samples.last().unwrap().as_secs_f64() * 1e3,
         cpu,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
