@@ -21,6 +21,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kflip::codec;
 
+mod support;
+
 struct Counting;
 
 static NOW: AtomicUsize = AtomicUsize::new(0);
@@ -120,39 +122,8 @@ fn fetch(topics: usize, partitions: i32) -> Vec<u8> {
     enc(&FetchRequest::default().with_topics(t), 12)
 }
 
-/// A minimal magic-2 batch with one record.
-fn tiny_batch() -> Bytes {
-    use kafka_protocol::records::*;
-    let r = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: None,
-        value: Some(Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
-    let mut b = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut b,
-        &[r],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    b.freeze()
-}
-
 fn produce(topics: usize, partitions: i32) -> Vec<u8> {
-    let batch = tiny_batch();
+    let batch = support::raw::one_record_batch(None, Some(Bytes::from_static(b"v")));
     let t: Vec<_> = (0..topics)
         .map(|i| {
             TopicProduceData::default()
