@@ -216,21 +216,12 @@ pub async fn on_request(cx: &ConnCtx, req: Request) -> Result<Verdict, Fault> {
         }
         ApiKey::ConsumerGroupHeartbeat => consumer::Consumer.request(cx, req).await,
         ApiKey::Produce => {
-            let (api, version, correlation_id, body_offset) =
-                (req.api, req.version, req.correlation_id, req.body_offset);
-            match provenance::Provenance.request(cx, req).await? {
-                Verdict::Forward(frame, _) => {
-                    let req = Request {
-                        api,
-                        version,
-                        correlation_id,
-                        body_offset,
-                        frame,
-                    };
-                    producers::Producers.request(cx, req).await
-                }
-                answered => Ok(answered),
+            // One walk of the batches serves both Produce filters.
+            let view = crate::codec::produce_batches(req.body(), req.version);
+            if let Some(refused) = provenance::refuse(cx, &req, view.as_ref().ok())? {
+                return Ok(refused);
             }
+            producers::produce(cx, req, view).await
         }
         ApiKey::InitProducerId => producers::Producers.request(cx, req).await,
         ApiKey::AddPartitionsToTxn

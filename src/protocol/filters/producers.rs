@@ -11,26 +11,41 @@ use kafka_protocol::messages::ApiKey;
 
 use super::{txn, txn_answers, ConnCtx, Filter, Observe, Request, Verdict};
 use crate::codec::frame::Frame;
-use crate::codec::{self as wire};
+use crate::codec::{self as wire, ParseError, ProduceView};
 use crate::error::Fault;
 use crate::failover::ClientKey;
 
-/// The filter for InitProducerId and Produce.
+/// The filter for InitProducerId (Produce goes through [`produce`], with
+/// the batches the provenance check walked) and the responses of both.
 pub struct Producers;
+
+/// A Produce request, with its batches walked once (`view`, shared with
+/// the provenance check): producer ids remapped, counts observed.
+pub async fn produce(
+    cx: &ConnCtx,
+    mut req: Request,
+    view: Result<ProduceView, ParseError>,
+) -> Result<Verdict, Fault> {
+    let (version, correlation_id, body_offset) = (req.version, req.correlation_id, req.body_offset);
+    match remap_producers(
+        cx,
+        version,
+        correlation_id,
+        body_offset,
+        &mut req.frame,
+        view,
+    )
+    .await?
+    {
+        Produced::Forward(observe) => Ok(Verdict::Forward(req.frame, observe)),
+        Produced::Refused(answer) => Ok(Verdict::answer(answer)),
+    }
+}
 
 impl Filter for Producers {
     async fn request(&self, cx: &ConnCtx, mut req: Request) -> Result<Verdict, Fault> {
         let version = req.version;
         let failover = &cx.board.tracker;
-        if req.api == ApiKey::Produce {
-            let (correlation_id, body_offset) = (req.correlation_id, req.body_offset);
-            return match remap_producers(cx, version, correlation_id, body_offset, &mut req.frame)
-                .await?
-            {
-                Produced::Forward(observe) => Ok(Verdict::Forward(req.frame, observe)),
-                Produced::Refused(answer) => Ok(Verdict::answer(answer)),
-            };
-        }
         match req.api {
             ApiKey::InitProducerId => {
                 let body = req.body();
@@ -143,21 +158,17 @@ async fn remap_producers(
     correlation_id: i32,
     body_offset: usize,
     frame: &mut Frame,
+    view: Result<ProduceView, ParseError>,
 ) -> Result<Produced, Fault> {
     let counting = cx.board.engine.present();
     if cx.epoch == 0 && !counting {
         return Ok(Produced::Forward(Observe::Nothing));
     }
-    let view = {
-        let body = &frame.payload()[body_offset..];
-        match wire::produce_batches(body, version) {
-            Ok(view) => view,
-            // Message sets before v3 carry no producer ids.
-            Err(wire::ParseError::Unsupported { .. }) => {
-                return Ok(Produced::Forward(Observe::Nothing))
-            }
-            Err(e) => return Err(Fault::client(format!("bad Produce request: {e}"))),
-        }
+    let view = match view {
+        Ok(view) => view,
+        // Message sets before v3 carry no producer ids.
+        Err(ParseError::Unsupported { .. }) => return Ok(Produced::Forward(Observe::Nothing)),
+        Err(e) => return Err(Fault::client(format!("bad Produce request: {e}"))),
     };
     let observe = if counting {
         let mut counts: HashMap<(String, i32), i64> = HashMap::new();

@@ -11,47 +11,49 @@
 //! to the brokers directly, bypassing kflip, is not checked here; see
 //! docs/replication.md.
 
-use super::{ConnCtx, Filter, Request, Verdict};
-use crate::codec as wire;
+use super::{ConnCtx, Request, Verdict};
 use crate::codec::records::{has_header, RecordsError};
+use crate::codec::{self as wire, ProduceView};
 use crate::error::Fault;
 use crate::replication::provenance::HEADER;
 
 /// Kafka's INVALID_RECORD.
 pub const INVALID_RECORD: i16 = 87;
 
-/// The filter that refuses forged provenance.
-pub struct Provenance;
-
-impl Filter for Provenance {
-    async fn request(&self, cx: &ConnCtx, req: Request) -> Result<Verdict, Fault> {
-        let Some(why) = refusal(&req) else {
-            return Ok(req.forward());
-        };
-        let key = cx.key(req.frame.payload());
-        let acks = crate::codec::header::produce_acks(req.body(), req.version).unwrap_or(0);
-        tracing::warn!(client = %key.0, peer = %cx.peer, acks, reason = %why, "Produce refused");
-        if acks == 0 {
-            return Ok(Verdict::Drop);
-        }
-        let view = wire::produce_batches(req.body(), req.version)
-            .map_err(|e| Fault::client(format!("bad Produce request: {e}")))?;
-        let answer = wire::produce_error_response(
-            req.version,
-            req.correlation_id,
-            &view,
-            INVALID_RECORD,
-            Some(&why),
-        )?;
-        Ok(Verdict::answer(answer))
+/// The answer to a Produce request that carries forged provenance (an
+/// INVALID_RECORD response, or [`Verdict::Drop`] for acks=0), or `None` to
+/// let it go on. `view` is the request's batches, walked once for every
+/// filter of Produce.
+pub fn refuse(
+    cx: &ConnCtx,
+    req: &Request,
+    view: Option<&ProduceView>,
+) -> Result<Option<Verdict>, Fault> {
+    // Before v3 (message sets), records carry no headers.
+    let Some(view) = view else {
+        return Ok(None);
+    };
+    let Some(why) = refusal(req.body(), view) else {
+        return Ok(None);
+    };
+    let key = cx.key(req.frame.payload());
+    let acks = crate::codec::header::produce_acks(req.body(), req.version).unwrap_or(0);
+    tracing::warn!(client = %key.0, peer = %cx.peer, acks, reason = %why, "Produce refused");
+    if acks == 0 {
+        return Ok(Some(Verdict::Drop));
     }
+    let answer = wire::produce_error_response(
+        req.version,
+        req.correlation_id,
+        view,
+        INVALID_RECORD,
+        Some(&why),
+    )?;
+    Ok(Some(Verdict::answer(answer)))
 }
 
 /// Why a Produce request must be refused, if it must.
-fn refusal(req: &Request) -> Option<String> {
-    let body = req.body();
-    // Before v3 (message sets), records carry no headers.
-    let view = wire::produce_batches(body, req.version).ok()?;
+fn refusal(body: &[u8], view: &ProduceView) -> Option<String> {
     for b in &view.batches {
         let Some(bytes) = body.get(b.start..b.start + b.len) else {
             continue;
