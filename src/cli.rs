@@ -201,8 +201,9 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
     let (tx, mut rx) = watch::channel(Arc::new(cfg));
     let shutdown = CancellationToken::new();
     let status = Arc::new(ReloadStatus::default());
+    let started = std::time::Instant::now();
     let watcher = tokio::spawn({
-        let (path, stop) = (path.clone(), shutdown.clone());
+        let (path, stop, status) = (path.clone(), shutdown.clone(), status.clone());
         async move {
             if let Err(e) = config::watch::watch_config(path, tx, status, stop).await {
                 tracing::error!(error = %e, "cannot watch the config file; hot reload is off");
@@ -242,6 +243,20 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
     } else {
         None
     };
+    let admin = rx.borrow().admin.clone();
+    if let Some(admin) = admin {
+        let sources = Arc::new(crate::admin::Sources {
+            config_path: path.clone(),
+            config: rx.clone(),
+            reload: status.clone(),
+            proxy: proxy.clone(),
+            engine: engine.clone(),
+            shutdown: shutdown.clone(),
+            started,
+            probes: Default::default(),
+        });
+        crate::admin::start(sources, &admin.listen).await?;
+    }
     wait_for_signal().await;
     tracing::info!(
         open = proxy.as_ref().map(|p| p.connections()).unwrap_or(0),

@@ -38,6 +38,7 @@
 //! it and `proxy::addresses`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

@@ -63,6 +63,17 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// The replication section, if the file has one.
     pub replication: Option<ReplicationConfig>,
+    /// The admin listener, if the file has one.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin HTTP listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// How often every cluster's reachability is probed.
+    pub probe_interval: std::time::Duration,
 }
 
 /// How to reach one Kafka cluster.

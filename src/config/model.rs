@@ -15,6 +15,19 @@ pub struct FileConfig {
     pub proxy: Option<ProxyFile>,
     /// `replication:` the replication engine's flows.
     pub replication: Option<ReplicationFile>,
+    /// `admin:` the HTTP listener for metrics, status and probes.
+    pub admin: Option<AdminFile>,
+}
+
+/// The `admin:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// `host:port` of the HTTP listener (`/metrics`, `/status`, `/healthz`,
+    /// `/readyz`).
+    pub listen: String,
+    /// How often every cluster's reachability is probed (default `5s`).
+    pub probe_interval: Option<String>,
 }
 
 /// The `replication:` section.

@@ -59,10 +59,29 @@ pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         Some(r) => Some(super::replication::validate_replication(r, &clusters)?),
         None => None,
     };
+    let admin = match file.admin {
+        Some(a) => {
+            split_host_port("admin.listen", &a.listen)?;
+            let probe_interval = duration(
+                "admin.probe_interval",
+                a.probe_interval,
+                Duration::from_secs(5),
+            )?;
+            if probe_interval < Duration::from_millis(100) {
+                return Err(invalid("admin.probe_interval", "must be at least 100ms"));
+            }
+            Some(super::AdminConfig {
+                listen: a.listen,
+                probe_interval,
+            })
+        }
+        None => None,
+    };
     Ok(Config {
         clusters,
         proxy,
         replication,
+        admin,
     })
 }
 

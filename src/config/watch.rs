@@ -35,6 +35,9 @@ pub struct ReloadStatus {
     pub last_error: Mutex<Option<String>>,
     /// How many snapshots were published after the first.
     pub reloads: std::sync::atomic::AtomicU64,
+    /// How many rejections happened (a file rejected for the same reason
+    /// again, as the periodic re-read finds it, counts once).
+    pub rejected: std::sync::atomic::AtomicU64,
 }
 
 /// Watches `path` and publishes every new valid config on `tx` until `stop`.
@@ -117,6 +120,9 @@ pub fn reload_once(path: &Path, tx: &watch::Sender<Arc<Config>>, status: &Reload
             let msg = e.to_string();
             let mut last = status.last_error.lock().unwrap_or_else(|e| e.into_inner());
             if last.as_deref() != Some(msg.as_str()) {
+                status
+                    .rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(
                     path = %path.display(),
                     error = %msg,

@@ -106,6 +106,19 @@ pub struct Switchboard {
     /// Client state across switches.
     pub tracker: Tracker,
     shutdown: CancellationToken,
+    /// What the last switch did, and how many of each kind ran.
+    switches: std::sync::Mutex<Switches>,
+}
+
+/// The switches this process ran.
+#[derive(Clone, Debug, Default)]
+pub struct Switches {
+    /// The last one.
+    pub last: Option<switch::SwitchFigures>,
+    /// Planned switches so far.
+    pub planned: u64,
+    /// Disaster switches so far.
+    pub disaster: u64,
 }
 
 impl Switchboard {
@@ -130,6 +143,7 @@ impl Switchboard {
             engine,
             tracker: Tracker::default(),
             shutdown,
+            switches: Default::default(),
         }
     }
 
@@ -160,6 +174,24 @@ impl Switchboard {
             .cluster(cluster)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The switches this process ran.
+    pub fn switches(&self) -> Switches {
+        self.switches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn record_switch(&self, figures: switch::SwitchFigures) {
+        let mut s = self.switches.lock().unwrap_or_else(|e| e.into_inner());
+        if figures.planned {
+            s.planned += 1;
+        } else {
+            s.disaster += 1;
+        }
+        s.last = Some(figures);
     }
 
     /// Requests forwarded and not yet answered, over all connections.

@@ -114,6 +114,87 @@ pub struct SwitchReport {
     pub held: Duration,
 }
 
+/// What the last switch did, as `/status` and `/metrics` report it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SwitchFigures {
+    /// The cluster left.
+    pub from: String,
+    /// The cluster clients went to.
+    pub to: String,
+    /// The epoch the switch published.
+    pub epoch: u64,
+    /// The old cluster answered (planned), or not (disaster).
+    pub planned: bool,
+    /// When clients moved (Unix ms).
+    pub at_unix_ms: i64,
+    /// How long new requests were held (0 for a disaster switch).
+    pub hold_ms: u64,
+    /// From the config change being seen to clients on the new cluster:
+    /// the proxy's share of the RTO.
+    pub duration_ms: u64,
+    /// The phase the hold's deadline expired in, if it did.
+    pub expired_in: Option<String>,
+    /// Records the old cluster acknowledged that were not replicated when
+    /// clients moved (-1: unknown, a log end could not be read).
+    pub rpo_records: i64,
+    /// Age of the oldest of them, in seconds.
+    pub rpo_seconds: f64,
+    /// Those records per partition.
+    pub not_replicated: Vec<Gap>,
+}
+
+/// Records of one partition not replicated at a switch.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Gap {
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Records (-1: the old cluster's log end could not be read).
+    pub records: i64,
+    /// Age of the oldest, in seconds.
+    pub seconds: f64,
+}
+
+impl SwitchFigures {
+    fn new(
+        from: &ClusterName,
+        to: &ClusterName,
+        epoch: u64,
+        report: &SwitchReport,
+        took: Duration,
+        gaps: &[crate::replication::state::PartitionLag],
+    ) -> SwitchFigures {
+        let unknown = gaps.iter().any(|g| g.records < 0);
+        let rpo_records = if unknown {
+            -1
+        } else {
+            gaps.iter().map(|g| g.records.max(0)).sum()
+        };
+        SwitchFigures {
+            from: from.to_string(),
+            to: to.to_string(),
+            epoch,
+            planned: report.planned,
+            at_unix_ms: crate::replication::state::now_ms(),
+            hold_ms: report.held.as_millis() as u64,
+            duration_ms: took.as_millis() as u64,
+            expired_in: report.expired_in.map(|p| format!("{p:?}")),
+            rpo_records,
+            rpo_seconds: gaps.iter().map(|g| g.seconds).fold(0.0, f64::max),
+            not_replicated: gaps
+                .iter()
+                .map(|g| Gap {
+                    topic: g.topic.clone(),
+                    partition: g.partition,
+                    records: g.records,
+                    seconds: g.seconds,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Runs the switch from `previous.active` to `to`.
 ///
 /// A planned switch holds every client from the moment the hold is
@@ -131,6 +212,7 @@ pub async fn run(board: &Arc<Switchboard>, previous: SwitchState, to: ClusterNam
         expired_in: None,
         held: Duration::ZERO,
     };
+    let mut gaps = Vec::new();
     if planned {
         board.switch.send_replace(SwitchState {
             holding: true,
@@ -141,13 +223,15 @@ pub async fn run(board: &Arc<Switchboard>, previous: SwitchState, to: ClusterNam
         let deadline = Switchboard::hold_deadline(&cfg);
         tracing::info!(%from, %to, deadline_ms = deadline.as_millis() as u64, "planned switch: holding requests");
         let phase = std::sync::Mutex::new(Phase::Drain);
-        let hold = hold(board, &cfg, &from, &to, &phase);
+        let gaps_seen = std::sync::Mutex::new(Vec::new());
+        let hold = hold(board, &cfg, &from, &to, &phase, &gaps_seen);
         if tokio::time::timeout(deadline, hold).await.is_err() {
             let at = *phase.lock().unwrap_or_else(|e| e.into_inner());
             tracing::warn!(%from, %to, phase = ?at, deadline_ms = deadline.as_millis() as u64, "the switch's hold reached its deadline; switching now (records or offsets may not be replicated)");
             report.expired_in = Some(at);
         }
         report.held = started.elapsed();
+        gaps = gaps_seen.into_inner().unwrap_or_else(|e| e.into_inner());
     } else {
         tracing::warn!(%from, %to, "disaster switch: the old cluster does not answer; switching at once");
         board
@@ -164,10 +248,14 @@ pub async fn run(board: &Arc<Switchboard>, previous: SwitchState, to: ClusterNam
     board.tracker.switched(next.epoch, &from);
     board.switch.send_replace(next.clone());
     board.engine.set_active(&to);
-    tracing::info!(%from, %to, epoch = next.epoch, planned, took_ms = started.elapsed().as_millis() as u64, "switched active cluster");
+    let took = started.elapsed();
+    tracing::info!(%from, %to, epoch = next.epoch, planned, took_ms = took.as_millis() as u64, "switched active cluster");
     if !planned && board.engine.present() {
-        report_rpo(board, &from, &to);
+        gaps = report_rpo(board, &from, &to);
     }
+    board.record_switch(SwitchFigures::new(
+        &from, &to, next.epoch, &report, took, &gaps,
+    ));
     report
 }
 
@@ -179,6 +267,7 @@ async fn hold(
     from: &ClusterName,
     to: &ClusterName,
     phase: &std::sync::Mutex<Phase>,
+    gaps: &std::sync::Mutex<Vec<crate::replication::state::PartitionLag>>,
 ) {
     let drain_until = Instant::now() + cfg.switch_drain;
     while board.in_flight() > 0 && Instant::now() < drain_until {
@@ -198,6 +287,9 @@ async fn hold(
         tracing::info!(%from, %to, flows = ?caught.flows, waited_ms = caught.waited.as_millis() as u64, "replication caught up; group offsets synced");
         return;
     }
+    gaps.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone_from(&caught.gaps);
     for g in &caught.gaps {
         if g.records < 0 {
             tracing::warn!(topic = %g.topic, partition = g.partition, replicated_to = g.replicated_to, "switching without knowing whether records are not replicated: the old cluster's log end could not be read (proxy.switch_lag_timeout expired)");
@@ -211,7 +303,11 @@ async fn hold(
 /// the new one had not copied: the engine's view (records it read), raised
 /// to the log ends this proxy saw acknowledged to producers, which can be
 /// newer than anything the engine read.
-fn report_rpo(board: &Switchboard, from: &ClusterName, to: &ClusterName) {
+fn report_rpo(
+    board: &Switchboard,
+    from: &ClusterName,
+    to: &ClusterName,
+) -> Vec<crate::replication::state::PartitionLag> {
     let mut lag: BTreeMap<(String, i32), crate::replication::state::PartitionLag> = board
         .engine
         .rpo(from, to)
@@ -235,9 +331,10 @@ fn report_rpo(board: &Switchboard, from: &ClusterName, to: &ClusterName) {
     if lost.is_empty() {
         tracing::info!(%from, %to, "RPO: every record the old cluster acknowledged through this proxy, and every record the engine read, was replicated");
     }
-    for p in lost {
+    for p in &lost {
         tracing::warn!(topic = %p.topic, partition = p.partition, records = p.records, seconds = p.seconds, replicated_to = p.replicated_to, source_end = p.source_end, "RPO: not replicated before the old cluster went away");
     }
+    lost
 }
 
 /// Feeds commits the proxy observed to the engine, coalesced per group.

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use super::loops::{request_loop, response_loop, Stop, MAX_IN_FLIGHT};
 use super::session::Ctx;
 use super::{upstream, ListenerKind, Shared, SwitchState};
+use crate::admin::metrics::Rejected;
 use crate::cluster::stream::{ReadHalf, WriteHalf};
 use crate::cluster::Stream;
 use crate::config::{ClusterName, ProxyConfig};
@@ -53,6 +54,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
     let client = match accept_tls(&shared, client).await {
         Ok(c) => c,
         Err(e) => {
+            shared.metrics.rejected(Rejected::Tls);
             crate::error::log_closing(&e, "closing client connection");
             return;
         }
@@ -65,6 +67,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         Some(_) => match super::auth::authenticate(&shared, &startup, &mut cr, &mut cw).await {
             Ok(p) => Some(p),
             Err(e) => {
+                shared.metrics.rejected(Rejected::Auth);
                 crate::error::log_closing(&e, "closing client connection");
                 return;
             }

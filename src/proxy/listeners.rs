@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use super::{ProxyError, Shared};
+use crate::admin::metrics::Rejected;
 use crate::config::ProxyConfig;
 use crate::routing::VirtualNodeId;
 
@@ -159,6 +160,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: Listen
     let open = shared.connections.fetch_add(1, Ordering::AcqRel);
     if open >= max {
         shared.connections.fetch_sub(1, Ordering::AcqRel);
+        shared.metrics.rejected(Rejected::Limit);
         crate::error::log_closing(
             &crate::error::Fault::client(format!("{peer}: proxy.max_connections reached ({max})")),
             "connection refused",
@@ -173,6 +175,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: Listen
         if per > 0 && *n >= per {
             drop(by_ip);
             shared.connections.fetch_sub(1, Ordering::AcqRel);
+            shared.metrics.rejected(Rejected::PerAddress);
             crate::error::log_closing(
                 &crate::error::Fault::client(format!(
                     "{peer}: proxy.max_connections_per_address reached ({per})"
@@ -183,6 +186,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, kind: Listen
         }
         *n += 1;
     }
+    shared.metrics.accepted();
     let _ = stream.set_nodelay(true);
     let span = tracing::info_span!("conn", client.addr = %peer, listener = ?kind);
     let guard = OpenConnection(shared.clone(), ip);

@@ -10,7 +10,7 @@
 //! id, lets the filter that forwarded it observe it, rewrites it if its API
 //! carries addresses, and writes it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cluster::stream::{ReadHalf, WriteHalf};
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use super::addresses::{rewrite, ConnMap};
 use super::session::Ctx;
 use super::{auth, upstream, SwitchState};
+use crate::admin::metrics::Timed;
 use crate::codec::frame::{read_frame, Frame};
 use crate::codec::header::{parse_request_head, produce_acks};
 use crate::config::ProxyConfig;
@@ -37,7 +38,7 @@ pub(super) const MAX_IN_FLIGHT: usize = 1024;
 
 /// What the response loop must send next, in request order: the session's
 /// correlation queue.
-pub(super) enum Pending {
+pub(super) enum Pending<'a> {
     /// Read the response to this request from upstream.
     Upstream {
         correlation_id: i32,
@@ -48,6 +49,8 @@ pub(super) enum Pending {
         observe: Observe,
         /// Counts the request as in flight until it is answered or dropped.
         _counted: InFlight,
+        /// Its latency, or an error if it is never answered.
+        timed: Timed<'a>,
     },
     /// A response kflip made itself.
     Local(Frame),
@@ -70,11 +73,11 @@ fn ended() -> Fault {
     Fault::internal("response loop ended")
 }
 
-pub(super) async fn request_loop(
-    ctx: &Ctx,
+pub(super) async fn request_loop<'a>(
+    ctx: &'a Ctx,
     client: &mut BufReader<ReadHalf>,
     mut upstream: WriteHalf,
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Pending<'a>>,
     switch: &mut watch::Receiver<SwitchState>,
 ) -> Result<Stop, Fault> {
     let mut versions: Option<VersionTable> = None;
@@ -117,27 +120,38 @@ pub(super) async fn request_loop(
             },
         };
         first = false;
+        let arrived = Instant::now();
         let head = parse_request_head(frame.payload())
             .map_err(|e| Fault::client(format!("bad request header: {e}")))?;
+        let metrics = &*ctx.shared.metrics;
+        metrics.request(head.api_key, frame.payload().len() + 4);
+        let refused = |e: Fault| {
+            metrics.error(head.api_key);
+            e
+        };
         let span = tracing::debug_span!(
             "request",
             api_key = head.api_key,
             correlation_id = head.correlation_id
         );
         let _enter = span.enter();
-        let api = ApiKey::try_from(head.api_key).map_err(|()| {
-            Fault::client(format!(
-                "unknown API key {} (kflip refuses keys it cannot decode)",
-                head.api_key
-            ))
-        })?;
-        let (handling, _) = policy(api).ok_or_else(|| {
-            Fault::client(format!(
-                "{} (key {}) is not served through kflip",
-                api_name(head.api_key),
-                head.api_key
-            ))
-        })?;
+        let api = ApiKey::try_from(head.api_key)
+            .map_err(|()| {
+                Fault::client(format!(
+                    "unknown API key {} (kflip refuses keys it cannot decode)",
+                    head.api_key
+                ))
+            })
+            .map_err(refused)?;
+        let (handling, _) = policy(api)
+            .ok_or_else(|| {
+                Fault::client(format!(
+                    "{} (key {}) is not served through kflip",
+                    api_name(head.api_key),
+                    head.api_key
+                ))
+            })
+            .map_err(refused)?;
         if versions.is_none() {
             versions = Some(upstream::advertised_versions(&ctx.shared, &ctx.cluster).await?);
         }
@@ -186,6 +200,7 @@ pub(super) async fn request_loop(
         match range {
             Some(r) if (r.min..=r.max).contains(&head.api_version) => {}
             _ => {
+                metrics.error(head.api_key);
                 return Err(Fault::client(format!(
                     "{:?} v{} is not among the versions kflip advertised ({})",
                     api,
@@ -193,7 +208,7 @@ pub(super) async fn request_loop(
                     range
                         .map(|r| r.to_string())
                         .unwrap_or_else(|| "none".into())
-                )))
+                )));
             }
         }
         let body_offset = head.body_offset.unwrap_or(0);
@@ -229,6 +244,7 @@ pub(super) async fn request_loop(
                 handling,
                 observe,
                 _counted: ctx.shared.board.forwarded(),
+                timed: Timed::new(metrics, head.api_key, arrived),
             };
             tx.send(pending).await.map_err(|_| ended())?;
         }
@@ -248,12 +264,13 @@ pub(super) fn response_timeout(cfg: &ProxyConfig) -> Duration {
     cfg.idle_timeout
 }
 
-pub(super) async fn response_loop(
-    ctx: &Ctx,
+pub(super) async fn response_loop<'a>(
+    ctx: &'a Ctx,
     upstream: ReadHalf,
     client: &mut WriteHalf,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Pending<'a>>,
 ) -> Result<(), Fault> {
+    let metrics = &*ctx.shared.metrics;
     let mut upstream = BufReader::with_capacity(256 * 1024, upstream);
     let bound = response_timeout(&ctx.cfg);
     let late = || {
@@ -275,6 +292,7 @@ pub(super) async fn response_loop(
                 api: ApiKey::Fetch,
                 version,
                 handling: Handling::Rewrite,
+                timed,
                 ..
             } => {
                 // Streamed: the records go to the client as they arrive.
@@ -289,6 +307,8 @@ pub(super) async fn response_loop(
                 fetch::stream_fetch(&mut upstream, client, len, version, correlation_id, &map)
                     .await
                     .map_err(|e| Fault::upstream(&ctx.cluster, e))?;
+                metrics.sent(len + 4);
+                timed.answered();
                 continue;
             }
             Pending::Upstream {
@@ -297,6 +317,7 @@ pub(super) async fn response_loop(
                 version,
                 handling,
                 observe,
+                timed,
                 ..
             } => {
                 // Fetch responses are streamed; every other response is
@@ -318,13 +339,18 @@ pub(super) async fn response_loop(
                     ));
                 }
                 filters::on_response(&ctx.filters, observe, version, frame.payload());
-                match handling {
+                let out = match handling {
                     Handling::Rewrite => rewrite(ctx, api, version, frame.0.freeze()).await?,
                     _ => frame.0.freeze(),
-                }
+                };
+                client.write_all(&out).await.map_err(client_write)?;
+                metrics.sent(out.len());
+                timed.answered();
+                continue;
             }
         };
         client.write_all(&out).await.map_err(client_write)?;
+        metrics.sent(out.len());
     }
     Ok(())
 }

@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     serve: Serve,
     /// Users, JWKS and principals files, re-read when they change.
     auth: auth_files::AuthFiles,
+    /// Per-request counters for `/metrics`.
+    metrics: Arc<crate::admin::metrics::ProxyMetrics>,
 }
 
 /// The future that serves one client connection.
@@ -127,13 +129,32 @@ impl Shared {
 }
 
 /// A running proxy.
+#[derive(Clone)]
 pub struct ProxyHandle {
     /// The bootstrap listener's bound address.
     pub bootstrap: SocketAddr,
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyHandle")
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ProxyHandle {
+    /// The switch, for status and metrics.
+    pub fn board(&self) -> &Arc<Switchboard> {
+        &self.shared.board
+    }
+
+    /// The per-request counters.
+    pub fn metrics(&self) -> &crate::admin::metrics::ProxyMetrics {
+        &self.shared.metrics
+    }
+
     /// The current switch state.
     pub fn switch_state(&self) -> SwitchState {
         self.shared.board.state()
@@ -194,6 +215,7 @@ pub async fn start(
         board,
         serve,
         auth: Default::default(),
+        metrics: Default::default(),
     });
     let bootstrap = listeners::bind_bootstrap(&shared).await?;
     tracing::info!(

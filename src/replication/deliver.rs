@@ -63,7 +63,15 @@ impl ProducerContext for Deliver {
                 return;
             }
         };
-        if source_offset == CHECKPOINT || source_offset == RESTORED {
+        if source_offset == CHECKPOINT {
+            return;
+        }
+        let bytes = m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
+        self.0.copied_records.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .copied_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        if source_offset == RESTORED {
             return;
         }
         let Some(topic) = self.0.cfg.source_topic(m.topic()) else {

@@ -44,6 +44,10 @@ pub struct FlowLag {
     pub offset_sync_age: Option<f64>,
     /// The flow's last error, if any.
     pub last_error: Option<String>,
+    /// Records copied (acknowledged by the target) since the flow started.
+    pub records: u64,
+    /// Their key and value bytes.
+    pub bytes: u64,
 }
 
 /// The engine: every configured flow.
@@ -191,6 +195,12 @@ impl Engine {
                         .unwrap_or_else(|e| e.into_inner())
                         .at
                         .map(|t| t.elapsed().as_secs_f64()),
+                    records: st.as_ref().map_or(0, |s| {
+                        s.copied_records.load(std::sync::atomic::Ordering::Relaxed)
+                    }),
+                    bytes: st.as_ref().map_or(0, |s| {
+                        s.copied_bytes.load(std::sync::atomic::Ordering::Relaxed)
+                    }),
                     last_error: st.and_then(|s| {
                         s.last_error
                             .lock()
@@ -229,6 +239,29 @@ impl Engine {
                 .collect();
             self.orphans.watch(&r.cfg.id, parts);
         }
+    }
+
+    /// Asks `flow` to copy the orphan ranges it holds now, once, whatever
+    /// its `orphans` policy (the operator's restore). Returns how many
+    /// ranges are held, or why nothing can be done.
+    pub fn restore_orphans(&self, flow: &str) -> Result<usize, String> {
+        let st = self.flow(flow).ok_or_else(|| {
+            let known: Vec<String> = self.lag().into_iter().map(|l| l.flow).collect();
+            format!(
+                "no running flow {flow:?} (running: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })?;
+        let held = self.orphans.held(flow).len();
+        if held > 0 {
+            st.restore_requested
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(held)
     }
 
     /// Every orphan range found since kflip started.

@@ -170,6 +170,14 @@ impl<'a> Runner<'a> {
                 next_checkpoint = now + cfg.checkpoint_interval;
             }
             self.rewind_failed();
+            if self
+                .setup
+                .state
+                .restore_requested
+                .swap(false, Ordering::Relaxed)
+            {
+                self.copy_held_orphans();
+            }
             match self.source.poll(Duration::from_millis(50)) {
                 None => self.skip_markers(),
                 Some(Ok(m)) => self.copy(&m),

@@ -101,6 +101,13 @@ pub struct FlowState {
     pub last_error: Mutex<Option<String>>,
     /// A copy of held orphans failed (see `super::orphans`).
     pub restore_failed: std::sync::atomic::AtomicBool,
+    /// Records the target acknowledged since the flow started.
+    pub copied_records: std::sync::atomic::AtomicU64,
+    /// Their key and value bytes.
+    pub copied_bytes: std::sync::atomic::AtomicU64,
+    /// An operator asked for the held orphans to be copied now (`kflip
+    /// orphans restore`); the flow's thread does it and clears this.
+    pub restore_requested: std::sync::atomic::AtomicBool,
 }
 
 impl FlowState {
@@ -113,6 +120,9 @@ impl FlowState {
             target_id,
             last_error: Mutex::new(None),
             restore_failed: Default::default(),
+            copied_records: Default::default(),
+            copied_bytes: Default::default(),
+            restore_requested: Default::default(),
         }
     }
 
