@@ -1,5 +1,10 @@
 //! The `kflip` command line.
 
+mod admin_client;
+mod edit;
+mod ops;
+mod reset;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,6 +23,122 @@ use crate::config::{self, watch::ReloadStatus};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format: `human` (default) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, env = "KFLIP_LOG_FORMAT", default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Where a command finds the config and the admin API.
+#[derive(clap::Args, Debug)]
+struct Target {
+    /// The YAML config file of the kflip to act on.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// The admin API to ask, when not the one `admin.listen` names (for
+    /// example through `kubectl port-forward`): HOST:PORT or a URL.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+}
+
+/// Options shared by failover and failback.
+#[derive(clap::Args, Debug)]
+struct FlipArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Show the lag and what would happen; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// How long to wait for kflip to report the switch.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Print the edited config instead of writing it (for a Kubernetes
+    /// ConfigMap: pipe it into `kubectl create configmap ... --dry-run=client -o yaml | kubectl apply -f -`).
+    #[arg(long)]
+    stdout: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum OffsetsCommand {
+    /// Show a group's committed offsets on one cluster and their translation
+    /// onto the other, per partition (asks the running engine).
+    ///
+    /// Example: kflip offsets translate -c kflip.yaml --group payments --from dc1 --to dc2
+    #[command(verbatim_doc_comment)]
+    Translate {
+        #[command(flatten)]
+        target: Target,
+        /// The consumer group.
+        #[arg(long)]
+        group: String,
+        /// The cluster whose commits are translated (default: the active one).
+        #[arg(long)]
+        from: Option<String>,
+        /// The cluster they are translated onto (default: the other one).
+        #[arg(long)]
+        to: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a stopped group's offsets on one cluster to the first record at
+    /// or after a time, the manual path for a group kflip did not translate.
+    /// Refused while the group has members.
+    ///
+    /// Example: kflip offsets reset -c kflip.yaml --group payments --cluster dc2 --to-datetime 2026-12-04T03:00:00Z --dry-run
+    #[command(verbatim_doc_comment)]
+    Reset {
+        /// The YAML config file (for the cluster's address and credentials).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The consumer group.
+        #[arg(long)]
+        group: String,
+        /// The cluster to reset it on.
+        #[arg(long)]
+        cluster: String,
+        /// RFC 3339 time, e.g. 2026-12-04T03:00:00Z.
+        #[arg(long, value_name = "TIME")]
+        to_datetime: String,
+        /// Only these topics (default: every topic the group committed on).
+        #[arg(long = "topic", value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// Show the new offsets; commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OrphansCommand {
+    /// List the ranges a disaster switch left on the old cluster uncopied.
+    ///
+    /// Example: kflip orphans list -c kflip.yaml
+    #[command(verbatim_doc_comment)]
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the ranges a flow holds to its target now (after the records
+    /// written there since).
+    ///
+    /// Example: kflip orphans restore -c kflip.yaml --flow 'dc1->dc2'
+    #[command(verbatim_doc_comment)]
+    Restore {
+        #[command(flatten)]
+        target: Target,
+        /// The flow, SOURCE->TARGET.
+        #[arg(long)]
+        flow: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,6 +175,55 @@ enum Command {
         #[arg(long, default_value_t = crate::auth::scram::Mechanism::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
+    /// Show what a running kflip is doing: active cluster, clusters'
+    /// reachability, replication lag, the last switch, orphans.
+    ///
+    /// Example: kflip status -c /etc/kflip/kflip.yaml [--json]
+    /// Exits 0 when kflip is ready, 1 when it is not, 3 when its admin API
+    /// cannot be reached.
+    #[command(verbatim_doc_comment)]
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every client to another cluster: edit proxy.active in the config
+    /// file (atomically), wait for kflip to switch, report the figures.
+    ///
+    /// Examples:
+    ///   kflip failover -c kflip.yaml --to dc2 --dry-run
+    ///   kflip failover -c kflip.yaml --to dc2
+    /// Exits 0 once switched, 1 if kflip did not switch in time or rejected
+    /// the file, 2 on a bad argument or file, 3 if the admin API cannot be
+    /// reached.
+    #[command(verbatim_doc_comment)]
+    Failover {
+        /// The cluster to move clients to.
+        #[arg(long, value_name = "CLUSTER")]
+        to: String,
+        #[command(flatten)]
+        flip: FlipArgs,
+    },
+    /// Move clients back to the cluster the last switch left (or, with two
+    /// clusters, the other one); the same as failover otherwise.
+    ///
+    /// Example: kflip failback -c kflip.yaml
+    #[command(verbatim_doc_comment)]
+    Failback {
+        /// The cluster to move clients to (default: the one the last switch left).
+        #[arg(long, value_name = "CLUSTER")]
+        to: Option<String>,
+        #[command(flatten)]
+        flip: FlipArgs,
+    },
+    /// Consumer-group offsets: translate, reset.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
+    /// Orphans: records a disaster switch left on the old cluster.
+    #[command(subcommand)]
+    Orphans(OrphansCommand),
     /// Check config files and explain what is wrong; exits 1 if any is invalid.
     ValidateConfig {
         /// One or more YAML config files.
@@ -65,8 +235,75 @@ enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
+    let done = |r: Result<(), ops::Exit>| match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kflip: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    };
     match cli.command {
+        Command::Status { target, json } => {
+            done(ops::status(&target.config, target.admin.as_deref(), json))
+        }
+        Command::Failover { to, flip } => done(ops::flip(ops::Flip {
+            path: &flip.target.config,
+            to: Some(&to),
+            admin: flip.target.admin.as_deref(),
+            dry_run: flip.dry_run,
+            timeout: flip.timeout,
+            stdout: flip.stdout,
+            back: false,
+        })),
+        Command::Failback { to, flip } => done(ops::flip(ops::Flip {
+            path: &flip.target.config,
+            to: to.as_deref(),
+            admin: flip.target.admin.as_deref(),
+            dry_run: flip.dry_run,
+            timeout: flip.timeout,
+            stdout: flip.stdout,
+            back: true,
+        })),
+        Command::Offsets(OffsetsCommand::Translate {
+            target,
+            group,
+            from,
+            to,
+            json,
+        }) => done(ops::translate(
+            &target.config,
+            target.admin.as_deref(),
+            &group,
+            from.as_deref(),
+            to.as_deref(),
+            json,
+        )),
+        Command::Offsets(OffsetsCommand::Reset {
+            config,
+            group,
+            cluster,
+            to_datetime,
+            topics,
+            dry_run,
+        }) => done(reset::reset(reset::Reset {
+            path: &config,
+            group: &group,
+            cluster: &cluster,
+            datetime: &to_datetime,
+            topics: &topics,
+            dry_run,
+        })),
+        Command::Orphans(OrphansCommand::List { target, json }) => done(ops::orphans_list(
+            &target.config,
+            target.admin.as_deref(),
+            json,
+        )),
+        Command::Orphans(OrphansCommand::Restore { target, flow }) => done(ops::orphans_restore(
+            &target.config,
+            target.admin.as_deref(),
+            &flow,
+        )),
         Command::ValidateConfig { files } => validate(&files),
         Command::UsersAdd { user, iterations } => users_add(&user, iterations),
         Command::Proxy { config } => serve(config, Parts::PROXY),
@@ -138,14 +375,25 @@ fn serve(config: PathBuf, parts: Parts) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KFLIP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // One JSON object per line, with the fields of every open span
+        // (client address, cluster, API key, ...) flattened in.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 fn validate(files: &[PathBuf]) -> ExitCode {

@@ -1,0 +1,514 @@
+//! Operations against real Apache Kafka brokers: the admin API's metrics
+//! and status through real traffic, real replication lag, a rejected
+//! reload and real flips; every runbook command of the CLI end to end
+//! (failover and failback under traffic); the probes while the active
+//! cluster is down and while kflip drains; and the dashboard and alert
+//! rules checked against a real `/metrics` capture.
+
+mod support;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::ClientContext;
+use serde_json::Value;
+use support::clients::{self, create_topic};
+use support::{free_port, repo, wait_for, Broker, Kflip, TwoClusters};
+
+const FAST: &str = "discovery_interval: 500ms, group_sync_interval: 500ms, config_sync_interval: 1s, checkpoint_interval: 200ms, fetch_wait: 10ms";
+
+fn get(admin: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    match agent.get(format!("http://{admin}{path}")).call() {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn status(admin: &str) -> Value {
+    let (code, body) = get(admin, "/status");
+    assert_eq!(code, 200, "/status: {body}");
+    serde_json::from_str(&body).expect("/status is JSON")
+}
+
+/// The value of one sample of `/metrics` (`name{labels}` exactly as
+/// written, or a bare name).
+fn metric(admin: &str, series: &str) -> Option<f64> {
+    let (_, body) = get(admin, "/metrics");
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+fn sum_metric(admin: &str, prefix: &str) -> f64 {
+    let (_, body) = get(admin, "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Runs `kflip ARGS`; returns (exit code, stdout, stderr).
+fn kflip(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kflip"))
+        .args(args)
+        .env("KFLIP_LOG", "warn")
+        .output()
+        .expect("run kflip");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn config(dcs: &TwoClusters, admin: &str, active: &str) -> String {
+    format!(
+        "{}  switch_lag_timeout: 20s\nadmin:\n  listen: \"{admin}\"\n  probe_interval: 300ms\nreplication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [\"ops-.*\"], {FAST} }}\n    - {{ source: dc2, target: dc1, topics: [\"ops-.*\"], {FAST} }}\n",
+        dcs.config(active, "")
+    )
+}
+
+/// Counts what an idempotent producer through kflip got acknowledged.
+#[derive(Clone, Default)]
+struct Acks {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl ClientContext for Acks {}
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Produces to `topic` through `addr` until `stop`, about 100 records/s.
+fn traffic(
+    addr: String,
+    topic: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (Acks, std::thread::JoinHandle<()>) {
+    let acks = Acks::default();
+    let ctx = acks.clone();
+    let t = std::thread::spawn(move || {
+        let p: ThreadedProducer<Acks> = clients::config(&addr)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create_with_context(ctx)
+            .expect("producer");
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let v = format!("t-{n}");
+            let _ = p.send(BaseRecord::to(topic).key(&v).payload(&v));
+            n += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+    });
+    (acks, t)
+}
+
+#[test]
+fn status_metrics_and_every_runbook_command_against_real_traffic() {
+    if !support::require_kafka("operations") {
+        return;
+    }
+    let dcs = TwoClusters::start();
+    let admin = format!("127.0.0.1:{}", free_port());
+    create_topic(&dcs.dc1.bootstrap(), "ops-t", 3);
+    let k = Kflip::start_command("run", &config(&dcs, &admin, "dc1"), "kflip=debug,info");
+    let path = k.config_path();
+    let cfg = path.to_str().unwrap();
+    wait_for("/readyz to answer 200", Duration::from_secs(30), || {
+        (get(&admin, "/readyz").0 == 200).then_some(())
+    });
+    assert_eq!(get(&admin, "/healthz").0, 200);
+    let (code, body) = get(&admin, "/nowhere");
+    assert_eq!(code, 404, "{body}");
+
+    // Traffic through the proxy shows in the metrics, and its replication
+    // in the status.
+    let values: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
+    clients::produce(&k.addr(), "ops-t", &values);
+    wait_for(
+        "200 records copied dc1->dc2",
+        Duration::from_secs(60),
+        || {
+            let st = status(&admin);
+            let f = st["flows"]
+                .as_array()?
+                .iter()
+                .find(|f| f["flow"] == "dc1->dc2")?
+                .clone();
+            (f["copied_records"].as_u64()? >= 200 && f["lag_records"].as_i64()? == 0).then_some(())
+        },
+    );
+    assert!(metric(&admin, r#"kflip_proxy_requests_total{api="Produce"}"#).unwrap_or(0.0) >= 1.0);
+    assert!(
+        metric(
+            &admin,
+            r#"kflip_replication_records_total{flow="dc1->dc2"}"#
+        )
+        .unwrap_or(0.0)
+            >= 200.0
+    );
+    assert_eq!(
+        metric(&admin, r#"kflip_active_cluster{cluster="dc1"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&admin, r#"kflip_cluster_up{cluster="dc2"}"#),
+        Some(1.0)
+    );
+    assert!(metric(&admin, "kflip_proxy_bytes_received_total").unwrap_or(0.0) > 0.0);
+    assert!(
+        metric(
+            &admin,
+            r#"kflip_proxy_request_duration_seconds_count{api="Produce"}"#
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    let (code, out, err) = kflip(&["status", "-c", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("READY") && out.contains("dc1->dc2"), "{out}");
+
+    // Real lag: the target throttles the engine's producer to 2 KiB/s.
+    let dc2 = dcs.dc2.bootstrap();
+    let quota = |op: &str| {
+        let mut args = vec![
+            "--bootstrap-server",
+            dc2.as_str(),
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            "kflip-engine",
+        ];
+        match op {
+            "add" => args.extend(["--add-config", "producer_byte_rate=2048"]),
+            _ => args.extend(["--delete-config", "producer_byte_rate"]),
+        }
+        dcs.dc2.tool("org.apache.kafka.tools.ConfigCommand", &args);
+    };
+    quota("add");
+    let big: Vec<String> = (0..400).map(|i| format!("{i:0>1000}")).collect();
+    clients::produce(&dcs.dc1.bootstrap(), "ops-t", &big);
+    wait_for("replication lag to show", Duration::from_secs(30), || {
+        let records = sum_metric(&admin, r#"kflip_replication_lag_records{flow="dc1->dc2""#);
+        let seconds = sum_metric(&admin, r#"kflip_replication_lag_seconds{flow="dc1->dc2""#);
+        (records > 0.0 && seconds > 0.0).then_some(())
+    });
+    let (code, out, err) = kflip(&["failover", "-c", cfg, "--to", "dc2", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("PLANNED") && out.contains("records behind"),
+        "{out}"
+    );
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("active: dc1"),
+        "a dry run changes nothing"
+    );
+    let (code, out, _) = kflip(&["status", "-c", cfg, "--json"]);
+    assert_eq!(code, 0);
+    let st: Value = serde_json::from_str(&out).expect("--json is JSON");
+    assert!(st["flows"][0]["lag_records"].as_i64().is_some());
+    quota("delete");
+    wait_for("replication to catch up", Duration::from_secs(120), || {
+        (sum_metric(&admin, r#"kflip_replication_lag_records{flow="dc1->dc2""#) == 0.0)
+            .then_some(())
+    });
+
+    // A group consumes through kflip and commits: its offsets translate.
+    let consumer: BaseConsumer = clients::config(&k.addr())
+        .set("group.id", "ops-g")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["ops-t"]).unwrap();
+    let mut got = 0;
+    wait_for(
+        "the consumer to read 100 records",
+        Duration::from_secs(60),
+        || {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
+                got += 1;
+            }
+            (got >= 100).then_some(())
+        },
+    );
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    let (code, out, err) = kflip(&[
+        "offsets",
+        "translate",
+        "-c",
+        cfg,
+        "--group",
+        "ops-g",
+        "--from",
+        "dc1",
+        "--to",
+        "dc2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let t: Value = serde_json::from_str(&out).unwrap();
+    let parts = t["partitions"].as_array().unwrap();
+    assert!(!parts.is_empty(), "{out}");
+    for p in parts {
+        // One-to-one copies with nothing skipped: the same offsets.
+        assert_eq!(p["translated"], p["committed"], "{out}");
+    }
+    // A running group is not reset.
+    let (code, _, err) = kflip(&[
+        "offsets",
+        "reset",
+        "-c",
+        cfg,
+        "--group",
+        "ops-g",
+        "--cluster",
+        "dc1",
+        "--to-datetime",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is running"), "{err}");
+    drop(consumer);
+    wait_for("the group to be empty", Duration::from_secs(60), || {
+        let (code, out, _) = kflip(&[
+            "offsets",
+            "reset",
+            "-c",
+            cfg,
+            "--group",
+            "ops-g",
+            "--cluster",
+            "dc1",
+            "--to-datetime",
+            "2020-01-01T00:00:00Z",
+            "--dry-run",
+        ]);
+        (code == 0).then_some(out)
+    });
+    let (code, out, err) = kflip(&[
+        "offsets",
+        "reset",
+        "-c",
+        cfg,
+        "--group",
+        "ops-g",
+        "--cluster",
+        "dc1",
+        "--to-datetime",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let check: BaseConsumer = clients::config(&dcs.dc1.bootstrap())
+        .set("group.id", "ops-g")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition("ops-t", p);
+    }
+    let committed = check
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    // Only the partitions the group had committed are reset.
+    let offsets: Vec<_> = committed.elements().iter().map(|e| e.offset()).collect();
+    assert!(offsets.contains(&rdkafka::Offset::Offset(0)), "{out}");
+    assert!(
+        offsets
+            .iter()
+            .all(|o| matches!(o, rdkafka::Offset::Offset(0) | rdkafka::Offset::Invalid)),
+        "reset to the start: {offsets:?}\n{out}"
+    );
+
+    // Orphans: none after planned work.
+    let (code, out, err) = kflip(&["orphans", "list", "-c", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no orphans"), "{out}");
+    let (code, out, err) = kflip(&["orphans", "restore", "-c", cfg, "--flow", "dc1->dc2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("holds no orphans"), "{out}");
+    let (code, _, err) = kflip(&["orphans", "restore", "-c", cfg, "--flow", "dc9->dc2"]);
+    assert_eq!(code, 1, "{err}");
+
+    // Failover and failback under traffic, through the CLI.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acks, producer) = traffic(k.addr(), "ops-t", stop.clone());
+    wait_for("traffic to flow", Duration::from_secs(30), || {
+        (acks.ok.load(Ordering::Relaxed) > 50).then_some(())
+    });
+    let (code, out, err) = kflip(&["failover", "-c", cfg, "--to", "dc2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("switched: dc1 -> dc2 planned"), "{out}");
+    assert!(out.contains("RPO 0 records"), "{out}");
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("active: dc2"));
+    let st = status(&admin);
+    assert_eq!(st["proxy"]["active"], "dc2");
+    assert_eq!(st["proxy"]["last_switch"]["planned"], true);
+    assert_eq!(
+        metric(&admin, r#"kflip_switches_total{kind="planned"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&admin, r#"kflip_active_cluster{cluster="dc2"}"#),
+        Some(1.0)
+    );
+    assert!(metric(&admin, "kflip_last_switch_hold_seconds").is_some());
+    let before = acks.ok.load(Ordering::Relaxed);
+    wait_for("traffic on dc2", Duration::from_secs(30), || {
+        (acks.ok.load(Ordering::Relaxed) > before + 50).then_some(())
+    });
+    let (code, out, err) = kflip(&["failback", "-c", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("switched: dc2 -> dc1 planned"), "{out}");
+    assert_eq!(status(&admin)["proxy"]["epoch"], 2);
+    let (code, out, _) = kflip(&["failover", "-c", cfg, "--to", "dc1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("already active"), "{out}");
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    assert_eq!(
+        acks.failed.load(Ordering::Relaxed),
+        0,
+        "no record lost across both flips"
+    );
+
+    // The dashboard and the alert rules name only metrics kflip exports.
+    let capture = k.path("metrics.prom");
+    std::fs::write(&capture, get(&admin, "/metrics").1).unwrap();
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/check-metric-names.py"))
+        .arg(&capture)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A rejected reload: the old config keeps running, and says why.
+    let good = std::fs::read_to_string(&path).unwrap();
+    k.write_config(&good.replace("switch_lag_timeout: 20s", "switch_lag_timeout: soon"));
+    wait_for("the rejection in /status", Duration::from_secs(30), || {
+        status(&admin)["config"]["last_error"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert_eq!(metric(&admin, "kflip_config_last_reload_failed"), Some(1.0));
+    assert!(metric(&admin, "kflip_config_reload_errors_total").unwrap_or(0.0) >= 1.0);
+    let (code, out, _) = kflip(&["status", "-c", cfg]);
+    assert_eq!(code, 0, "still ready: the old config runs");
+    assert!(out.contains("REJECTED"), "{out}");
+    let (code, _, err) = kflip(&["failover", "-c", cfg, "--to", "dc2"]);
+    assert_eq!(code, 2, "a file that does not load is not edited: {err}");
+    k.write_config(&good);
+    wait_for("the rejection to clear", Duration::from_secs(30), || {
+        status(&admin)["config"]["last_error"]
+            .is_null()
+            .then_some(())
+    });
+    let (code, _, err) = kflip(&["status", "-c", cfg, "--admin", "127.0.0.1:1"]);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn probes_follow_the_active_cluster_and_the_drain() {
+    if !support::require_kafka("operations") {
+        return;
+    }
+    let mut dc1 = Broker::start("dc1");
+    let dc2 = support::shared_broker();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let yaml = format!(
+        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n  shutdown_grace: 30s\nadmin:\n  listen: \"{admin}\"\n  probe_interval: 200ms\n",
+        dc1.bootstrap(),
+        dc2.bootstrap()
+    );
+    let mut k = Kflip::start(&yaml);
+    wait_for("ready", Duration::from_secs(30), || {
+        (get(&admin, "/readyz").0 == 200).then_some(())
+    });
+    assert_eq!(metric(&admin, "kflip_ready"), Some(1.0));
+
+    // The active cluster goes down: not ready, and says why; alive still.
+    dc1.kill();
+    let why = wait_for("/readyz to fail", Duration::from_secs(30), || {
+        let (code, body) = get(&admin, "/readyz");
+        (code == 503).then_some(body)
+    });
+    assert!(why.contains("active cluster dc1 is unreachable"), "{why}");
+    assert_eq!(get(&admin, "/healthz").0, 200);
+    assert_eq!(
+        metric(&admin, r#"kflip_cluster_up{cluster="dc1"}"#),
+        Some(0.0)
+    );
+    dc1.restart();
+    wait_for("/readyz to recover", Duration::from_secs(60), || {
+        (get(&admin, "/readyz").0 == 200).then_some(())
+    });
+
+    // Draining: a long poll in flight keeps kflip draining after SIGTERM;
+    // meanwhile it is alive and not ready.
+    create_topic(&dc1.bootstrap(), "ops-drain", 1);
+    let mut raw = support::raw::Raw::connect(&k.addr());
+    let _ = raw.versions();
+    let fetch = kafka_protocol::messages::FetchRequest::default()
+        .with_max_wait_ms(20_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            kafka_protocol::messages::fetch_request::FetchTopic::default()
+                .with_topic(kafka_protocol::messages::TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("ops-drain"),
+                ))
+                .with_partitions(vec![
+                    kafka_protocol::messages::fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    raw.send(&fetch, 11);
+    wait_for("the fetch to be in flight", Duration::from_secs(10), || {
+        (metric(&admin, "kflip_proxy_in_flight_requests") == Some(1.0)).then_some(())
+    });
+    let pid = k.pid().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let why = wait_for("/readyz to say draining", Duration::from_secs(10), || {
+        let (code, body) = get(&admin, "/readyz");
+        (code == 503).then_some(body)
+    });
+    assert!(why.contains("shutting down"), "{why}");
+    assert_eq!(get(&admin, "/healthz").0, 200);
+    assert!(raw.recv().is_some(), "the in-flight fetch is answered");
+    assert_eq!(k.terminate(), Some(0));
+}
