@@ -9,11 +9,14 @@ mkdir -p "$cache"
 
 # Debian packages: kcat (a librdkafka CLI client), and libssl-dev with
 # pkg-config: the rdkafka crate's "ssl" feature builds librdkafka against the
-# system OpenSSL, for TLS and SASL SCRAM.
+# system OpenSSL, for TLS and SASL SCRAM; libcurl4-openssl-dev: its "curl"
+# feature builds librdkafka against the system libcurl, for the OAUTHBEARER
+# OIDC login of the replication engine.
 debs=""
 command -v kcat >/dev/null 2>&1 || debs="$debs kcat"
 command -v pkg-config >/dev/null 2>&1 || debs="$debs pkg-config"
 pkg-config --exists openssl 2>/dev/null || debs="$debs libssl-dev"
+pkg-config --exists libcurl 2>/dev/null || debs="$debs libcurl4-openssl-dev"
 if [ -n "$debs" ]; then
   echo "installing Debian packages:$debs" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -68,6 +68,11 @@ pub struct KafkaConn {
     addr: String,
     next_correlation: i32,
     timeout: Duration,
+    /// The session lifetime the broker gave the last SaslAuthenticate
+    /// (KIP-368, `connections.max.reauth.ms`): the broker closes the
+    /// connection on its first request after it. `None`: no SASL login, or
+    /// the session does not expire.
+    session_lifetime: Option<Duration>,
 }
 
 impl KafkaConn {
@@ -104,6 +109,7 @@ impl KafkaConn {
             addr,
             next_correlation: 1,
             timeout,
+            session_lifetime: None,
         };
         if let Some(login) = login {
             sasl::login(&mut conn, login).await?;
@@ -115,6 +121,13 @@ impl KafkaConn {
     /// on.
     pub fn into_stream(self) -> Stream {
         self.stream
+    }
+
+    /// The logged-in stream and how long its SASL session lasts from the
+    /// login (`None`: it does not expire), for the proxy to forward a
+    /// client's requests on and log in again before the broker closes it.
+    pub fn into_parts(self) -> (Stream, Option<Duration>) {
+        (self.stream, self.session_lifetime)
     }
 
     /// The broker address this connection goes to.

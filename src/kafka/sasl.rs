@@ -4,6 +4,8 @@
 //! or a principal's own. Secrets are read when the login runs, and no
 //! error carries one.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
@@ -67,7 +69,8 @@ pub async fn login(conn: &mut KafkaConn, creds: &Credentials) -> Result<(), Clie
 }
 
 /// One SaslAuthenticate round trip: the server's reply bytes, or the
-/// broker's refusal.
+/// broker's refusal. Records the session lifetime the broker sets (v1+;
+/// 0 means the session does not expire).
 pub(super) async fn authenticate(
     conn: &mut KafkaConn,
     mech: Mechanism,
@@ -87,6 +90,10 @@ pub(super) async fn authenticate(
             .unwrap_or_else(|| format!("error {}", resp.error_code));
         return Err(refused(conn, mech, message));
     }
+    conn.session_lifetime = u64::try_from(resp.session_lifetime_ms)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis);
     Ok(resp.auth_bytes)
 }
 

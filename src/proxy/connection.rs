@@ -9,8 +9,9 @@
 //! ([`crate::failover::gate`]). When the active cluster changes, the
 //! request loop stops reading, in-flight requests get a bounded time to
 //! finish, and the client connection is re-routed to the new cluster (see
-//! [`serve`]). On shutdown the same drain happens and the connection
-//! closes.
+//! [`serve`]). An upstream SASL session that expires (KIP-368) is renewed
+//! the same way, to the same cluster ([`Renewal`]). On shutdown the same
+//! drain happens and the connection closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::loops::{request_loop, response_loop, Stop, MAX_IN_FLIGHT};
-use super::session::Ctx;
+use super::session::{Ctx, Renewal};
 use super::{upstream, ListenerKind, Shared, SwitchState};
 use crate::admin::metrics::Rejected;
 use crate::cluster::stream::{ReadHalf, WriteHalf};
@@ -36,6 +37,17 @@ enum Next {
     Close,
     /// Re-route to the new active cluster and go on.
     Switch(SwitchState),
+    /// Log in again to the same cluster (the upstream SASL session is
+    /// about to expire) and go on.
+    Renew,
+}
+
+/// A logged-in upstream connection of a session.
+struct Upstream {
+    /// The connection.
+    stream: Stream,
+    /// When its SASL session must be renewed, if it expires.
+    renewal: Option<Renewal>,
 }
 
 /// Serves one client connection until it closes.
@@ -79,6 +91,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
     let mut switches = shared.board.subscribe();
     let mut state = switches.borrow_and_update().clone();
     let mut first = true;
+    // Whether the last session ended for a renewal of its SASL session.
+    let mut renewing = false;
     loop {
         // The gate: no session starts while a planned switch holds, so a
         // connection opened (or re-routed) during the hold waits for the
@@ -126,8 +140,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         }
         if first {
             tracing::debug!(%cluster, epoch = state.epoch, "connection open");
+        } else if renewing {
+            tracing::debug!(%cluster, epoch = state.epoch, "upstream SASL session renewed");
         } else {
             tracing::debug!(%cluster, epoch = state.epoch, "connection re-routed");
+        }
+        renewing = false;
+        let Upstream { stream, renewal } = upstream;
+        if let Some(r) = &renewal {
+            tracing::debug!(%cluster, renew_in = ?r.at.saturating_duration_since(tokio::time::Instant::now()), "upstream SASL session expires; renewal planned");
         }
         let ctx = Ctx {
             filters: ConnCtx::new(
@@ -143,12 +164,19 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
             cfg,
             first,
             principal: principal.clone(),
+            renewal,
         };
-        match session(&ctx, &mut cr, &mut cw, upstream, &mut switches).await {
+        match session(&ctx, &mut cr, &mut cw, stream, &mut switches).await {
             Next::Close => break,
             Next::Switch(next) => {
                 state = next;
                 first = false;
+            }
+            // The same cluster and state; the gate still applies, so a
+            // switch that began meanwhile is seen.
+            Next::Renew => {
+                first = false;
+                renewing = true;
             }
         }
     }
@@ -158,7 +186,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
 /// How a connection waiting for an unreachable cluster ended.
 enum Held {
     /// The cluster answered.
-    Connected(Stream),
+    Connected(Upstream),
     /// The active cluster changed (a disaster switch): try the new one.
     Switched(SwitchState),
     /// Neither within the bound, or shutdown.
@@ -232,9 +260,12 @@ async fn session(
     upstream: Stream,
     switches: &mut watch::Receiver<SwitchState>,
 ) -> Next {
-    let (ur, uw) = upstream.split();
+    // The write half outlives the request loop: dropping a plain TCP
+    // write half sends FIN, and a broker that reads it closes the
+    // connection without answering the requests in flight.
+    let (ur, mut uw) = upstream.split();
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let mut requests = std::pin::pin!(request_loop(ctx, client_in, uw, tx, switches));
+    let mut requests = std::pin::pin!(request_loop(ctx, client_in, &mut uw, tx, switches));
     let mut responses = std::pin::pin!(response_loop(ctx, ur, client_out, rx));
     tokio::select! {
         stop = &mut requests => {
@@ -243,6 +274,14 @@ async fn session(
                 Ok(Stop::Switched(next)) => {
                     tracing::debug!(to = %next.active, epoch = next.epoch, "holding requests; draining in-flight ones for the switch");
                     (ctx.cfg.switch_drain, Next::Switch(next))
+                }
+                Ok(Stop::Renew) => {
+                    let now = tokio::time::Instant::now();
+                    let drain = ctx
+                        .renewal
+                        .map_or(ctx.cfg.switch_drain, |r| r.drain(now, ctx.cfg.switch_drain));
+                    tracing::debug!(cluster = %ctx.cluster, bound = ?drain, "renewing the upstream SASL session; draining in-flight requests");
+                    (drain, Next::Renew)
                 }
                 Ok(Stop::Shutdown) => (ctx.cfg.shutdown_grace, Next::Close),
                 Err(e) => {
@@ -281,14 +320,23 @@ async fn connect(
     kind: ListenerKind,
     timeout: Duration,
     principal: Option<&str>,
-) -> Result<Stream, Fault> {
+) -> Result<Upstream, Fault> {
     let targets = upstream::targets(shared, cluster, kind)?;
     let settings = shared.board.cluster(cluster);
     let login = shared
         .login_for(principal, cluster)
         .map_err(Fault::client)?;
+    // The broker counts the lifetime from its end of the login, a little
+    // later than this: renewing from here is on the safe side.
+    let start = tokio::time::Instant::now();
     match crate::kafka::KafkaConn::open(&settings, &targets, timeout, login.as_ref()).await {
-        Ok(c) => Ok(c.into_stream()),
+        Ok(c) => {
+            let (stream, lifetime) = c.into_parts();
+            Ok(Upstream {
+                stream,
+                renewal: lifetime.map(|l| Renewal::after_login(start, l)),
+            })
+        }
         Err(e) if e.is_refused_login() => Err(Fault::client(e.to_string())),
         Err(e) => Err(Fault::upstream(cluster, e)),
     }

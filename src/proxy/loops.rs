@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::stream::{ReadHalf, WriteHalf};
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
 use super::addresses::{rewrite, ConnMap};
@@ -65,6 +65,9 @@ pub(super) enum Stop {
     ClientClosed,
     /// The active cluster changed.
     Switched(SwitchState),
+    /// The upstream SASL session is about to expire
+    /// ([`super::session::Renewal`]).
+    Renew,
     /// kflip is shutting down.
     Shutdown,
 }
@@ -76,7 +79,7 @@ fn ended() -> Fault {
 pub(super) async fn request_loop<'a>(
     ctx: &'a Ctx,
     client: &mut BufReader<ReadHalf>,
-    mut upstream: WriteHalf,
+    upstream: &mut WriteHalf,
     tx: mpsc::Sender<Pending<'a>>,
     switch: &mut watch::Receiver<SwitchState>,
 ) -> Result<Stop, Fault> {
@@ -89,7 +92,10 @@ pub(super) async fn request_loop<'a>(
         } else {
             ctx.cfg.idle_timeout
         };
-        let frame = tokio::select! {
+        // The select waits for a frame's first bytes without taking them
+        // (fill_buf keeps what it read in the buffer), so a switch or a
+        // renewal never cuts a frame in half; the frame is read after it.
+        tokio::select! {
             biased;
             _ = ctx.shared.shutdown.cancelled() => return Ok(Stop::Shutdown),
             changed = switch.changed() => {
@@ -111,14 +117,26 @@ pub(super) async fn request_loop<'a>(
                 }
                 continue;
             }
-            read = tokio::time::timeout(wait, read_frame(client, ctx.cfg.max_frame_bytes)) => match read {
+            _ = renewal_due(ctx) => return Ok(Stop::Renew),
+            ready = tokio::time::timeout(wait, client.fill_buf()) => match ready {
                 Err(_) if first => return Err(Fault::client(format!("no request within proxy.handshake_timeout ({wait:?})"))),
                 Err(_) => return Err(Fault::client(format!("idle for proxy.idle_timeout ({wait:?})"))),
+                Ok(Err(e)) => return Err(Fault::client(format!("client read failed: {e}"))),
+                Ok(Ok([])) => return Ok(Stop::ClientClosed),
+                Ok(Ok(_)) => {}
+            },
+        }
+        let frame =
+            match tokio::time::timeout(wait, read_frame(client, ctx.cfg.max_frame_bytes)).await {
+                Err(_) => {
+                    return Err(Fault::client(format!(
+                        "a request took longer than {wait:?} to arrive"
+                    )))
+                }
                 Ok(Err(e)) => return Err(Fault::client(format!("bad frame from client: {e}"))),
                 Ok(Ok(None)) => return Ok(Stop::ClientClosed),
                 Ok(Ok(Some(f))) => f,
-            },
-        };
+            };
         first = false;
         let arrived = Instant::now();
         let head = parse_request_head(frame.payload())
@@ -252,6 +270,15 @@ pub(super) async fn request_loop<'a>(
             .write_all(&frame.0)
             .await
             .map_err(|e| Fault::upstream(&ctx.cluster, format!("write failed: {e}")))?;
+    }
+}
+
+/// Resolves when the session's upstream SASL session is to be renewed;
+/// never for a session that does not expire.
+async fn renewal_due(ctx: &Ctx) {
+    match ctx.renewal {
+        Some(r) => tokio::time::sleep_until(r.at).await,
+        None => std::future::pending().await,
     }
 }
 

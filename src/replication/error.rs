@@ -50,9 +50,10 @@ pub enum Cause {
     /// No answer within the bound.
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
-    /// A login secret could not be read (it names where, never a value).
+    /// A login secret could not be read (it names where, never a value),
+    /// or the login is one the engine's clients cannot use.
     #[error("{0}")]
-    Secret(#[from] crate::config::SecretError),
+    Login(#[from] crate::cluster::rdkafka::ConfigError),
 }
 
 impl From<KafkaError> for Cause {
@@ -77,7 +78,8 @@ impl Cause {
     pub fn retriable(&self) -> bool {
         match self {
             // A mounted secret file may appear; the operator is told meanwhile.
-            Cause::TimedOut(_) | Cause::Client(_) | Cause::Secret(_) => true,
+            Cause::TimedOut(_) | Cause::Client(_) => true,
+            Cause::Login(e) => matches!(e, crate::cluster::rdkafka::ConfigError::Secret(_)),
             Cause::Broker(code) => code_retriable(*code),
             Cause::Rdkafka(KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)) => false,
             Cause::Rdkafka(e) => e.rdkafka_error_code().is_none_or(code_retriable),

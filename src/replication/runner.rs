@@ -45,12 +45,7 @@ impl<'a> Runner<'a> {
         let source: BaseConsumer<SourceStats> =
             client_config(&setup.clusters.source, "kflip-engine")
                 .map_err(|e| {
-                    Error::cluster(
-                        Side::Source,
-                        cfg.source.as_str(),
-                        "read the login secret",
-                        e,
-                    )
+                    Error::cluster(Side::Source, cfg.source.as_str(), "set up the login", e)
                 })?
                 .set("group.id", format!("_kflip-engine-{}", cfg.id))
                 .set("enable.auto.commit", "false")
@@ -83,12 +78,7 @@ impl<'a> Runner<'a> {
         let producer: ThreadedProducer<Deliver> =
             client_config(&setup.clusters.target, "kflip-engine")
                 .map_err(|e| {
-                    Error::cluster(
-                        Side::Target,
-                        cfg.target.as_str(),
-                        "read the login secret",
-                        e,
-                    )
+                    Error::cluster(Side::Target, cfg.target.as_str(), "set up the login", e)
                 })?
                 .set("acks", "all")
                 .set("enable.idempotence", "true")

@@ -53,7 +53,7 @@ pub(super) fn scan(
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<(), Error> {
     let c: BaseConsumer = client_config(at.cluster, "kflip-engine")
-        .map_err(|e| at.err("read the login secret", e))?
+        .map_err(|e| at.err("set up the login", e))?
         .set("group.id", "_kflip-engine-scan")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")

@@ -62,7 +62,7 @@ impl Admin {
         rt: Handle,
     ) -> Result<Admin, Error> {
         let client = client_config(cluster, "kflip-engine-admin")
-            .map_err(|e| Error::cluster(side, name, "read the login secret", e))?
+            .map_err(|e| Error::cluster(side, name, "set up the login", e))?
             .create()
             .map_err(|e| Error::cluster(side, name, "create an admin client", e))?;
         Ok(Admin {

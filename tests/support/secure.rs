@@ -115,6 +115,8 @@ pub struct Security {
     /// The StandardAuthorizer with `allow.everyone.if.no.acl.found=false`:
     /// only [`ADMIN`] may do anything until ACLs allow it.
     pub authorizer: bool,
+    /// Extra `server.properties` lines (`key=value`), after the rest.
+    pub broker_properties: Vec<(String, String)>,
 }
 
 impl Security {
@@ -124,7 +126,15 @@ impl Security {
             protocol,
             users: Vec::new(),
             authorizer: false,
+            broker_properties: Vec::new(),
         }
+    }
+
+    /// Sets a broker property (`connections.max.reauth.ms`, say).
+    pub fn broker_property(mut self, key: &str, value: &str) -> Security {
+        self.broker_properties
+            .push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Adds a user.
@@ -222,6 +232,9 @@ impl Secured {
                  super.users=User:{ADMIN};User:ANONYMOUS\n\
                  allow.everyone.if.no.acl.found=false\n"
             );
+        }
+        for (k, v) in &s.broker_properties {
+            p += &format!("{k}={v}\n");
         }
         p
     }
