@@ -17,6 +17,8 @@ command -v kcat >/dev/null 2>&1 || debs="$debs kcat"
 command -v pkg-config >/dev/null 2>&1 || debs="$debs pkg-config"
 pkg-config --exists openssl 2>/dev/null || debs="$debs libssl-dev"
 pkg-config --exists libcurl 2>/dev/null || debs="$debs libcurl4-openssl-dev"
+# python3-venv: scripts/validate-deploy.sh keeps its validators in a venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || debs="$debs python3-venv"
 if [ -n "$debs" ]; then
   echo "installing Debian packages:$debs" >&2
   export DEBIAN_FRONTEND=noninteractive

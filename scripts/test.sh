@@ -12,6 +12,8 @@ export KFLIP_JAVA_CLIENTS="${KFLIP_JAVA_CLIENTS:-$(./scripts/install-java-client
 export KFLIP_GO_CLIENT="${KFLIP_GO_CLIENT:-$(./scripts/install-go-clients.sh)}"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# deploy/: Kubernetes schemas, alert rules' PromQL, the dashboard.
+./scripts/validate-deploy.sh
 # Apache Kafka: every test.
 KFLIP_BROKER=kafka cargo test --locked
 # tansu: the second, Kafka-compatible broker, for the named set.

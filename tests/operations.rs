@@ -482,7 +482,7 @@ fn probes_follow_the_active_cluster_and_the_drain() {
     let mut raw = support::raw::Raw::connect(&k.addr());
     let _ = raw.versions();
     let fetch = kafka_protocol::messages::FetchRequest::default()
-        .with_max_wait_ms(20_000)
+        .with_max_wait_ms(8_000)
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_topics(vec![
