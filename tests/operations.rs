@@ -23,18 +23,7 @@ use support::{free_port, repo, wait_for, Broker, Kflip, TwoClusters};
 const FAST: &str = "discovery_interval: 500ms, group_sync_interval: 500ms, config_sync_interval: 1s, checkpoint_interval: 200ms, fetch_wait: 10ms";
 
 fn get(admin: &str, path: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    match agent.get(format!("http://{admin}{path}")).call() {
-        Ok(mut r) => (
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        ),
-        Err(e) => (0, e.to_string()),
-    }
+    support::http_get(admin, path)
 }
 
 fn status(admin: &str) -> Value {

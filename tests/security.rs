@@ -96,8 +96,9 @@ fn tls_and_sasl_on_both_sides_with_clear_errors_and_no_secret_in_the_log() {
         dir.path(),
         &[("app", "app-pw-7f3a"), ("other", "other-pw-91c2")],
     );
+    let admin = format!("127.0.0.1:{}", support::free_port());
     let yaml = format!(
-        "clusters:\n{}{}",
+        "clusters:\n{}{}admin:\n  listen: \"{admin}\"\n",
         cluster_yaml(dir.path(), "dc1", b, "SCRAM-SHA-512", ADMIN),
         proxy_yaml(b, &users, "dc1", "")
     );
@@ -140,7 +141,19 @@ fn tls_and_sasl_on_both_sides_with_clear_errors_and_no_secret_in_the_log() {
     wait_error(&untrusted, "certificate verify failed", LIMIT);
     k.wait_log("SASL authentication failed", LIMIT);
 
-    // No secret of this run is in kflip's log, at debug level.
+    // No secret of this run is in kflip's log at debug level, nor in its
+    // metrics or status; the refused logins are counted.
+    let (code, metrics) = support::http_get(&admin, "/metrics");
+    assert_eq!(code, 200);
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kflip_proxy_connections_rejected_total{reason=\"auth\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 2.0, "{metrics}");
+    let (code, status) = support::http_get(&admin, "/status");
+    assert_eq!(code, 200);
+    assert!(status.contains("\"reachable\": true"), "{status}");
     let log = k.log();
     for secret in [
         "app-pw-7f3a",
@@ -148,7 +161,9 @@ fn tls_and_sasl_on_both_sides_with_clear_errors_and_no_secret_in_the_log() {
         "not-the-password",
         ADMIN_PASSWORD,
     ] {
-        assert!(!log.contains(secret), "kflip's log holds a secret");
+        for (what, text) in [("log", &log), ("metrics", &metrics), ("status", &status)] {
+            assert!(!text.contains(secret), "kflip's {what} holds a secret");
+        }
     }
     assert!(!log.contains("panicked"));
 }

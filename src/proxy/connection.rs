@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::loops::{request_loop, response_loop, Stop, MAX_IN_FLIGHT};
 use super::session::{Ctx, Renewal};
@@ -166,7 +167,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
             principal: principal.clone(),
             renewal,
         };
-        match session(&ctx, &mut cr, &mut cw, stream, &mut switches).await {
+        // Every line a session logs names the cluster and epoch it serves
+        // (the connection's span adds the client address).
+        let span = tracing::info_span!("session", cluster = %ctx.cluster, epoch = ctx.epoch);
+        let next = session(&ctx, &mut cr, &mut cw, stream, &mut switches)
+            .instrument(span)
+            .await;
+        match next {
             Next::Close => break,
             Next::Switch(next) => {
                 state = next;

@@ -281,6 +281,24 @@ impl Drop for Kflip {
     }
 }
 
+/// `GET http://{addr}{path}`: (status, body); status 0 if it cannot be
+/// reached.
+#[allow(dead_code)]
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    match agent.get(format!("http://{addr}{path}")).call() {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
 /// The repository root.
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
