@@ -9,14 +9,13 @@ mkdir -p "$cache"
 
 # Debian packages: kcat (a librdkafka CLI client), and libssl-dev with
 # pkg-config: the rdkafka crate's "ssl" feature builds librdkafka against the
-# system OpenSSL, for TLS and SASL SCRAM; libcurl4-openssl-dev: its "curl"
-# feature builds librdkafka against the system libcurl, for the OAUTHBEARER
-# OIDC login of the replication engine.
+# system OpenSSL, for TLS and SASL SCRAM (libcurl, for the engine's
+# OAUTHBEARER OIDC login, is built from source by the "curl-static"
+# feature).
 debs=""
 command -v kcat >/dev/null 2>&1 || debs="$debs kcat"
 command -v pkg-config >/dev/null 2>&1 || debs="$debs pkg-config"
 pkg-config --exists openssl 2>/dev/null || debs="$debs libssl-dev"
-pkg-config --exists libcurl 2>/dev/null || debs="$debs libcurl4-openssl-dev"
 # python3-venv: scripts/validate-deploy.sh keeps its validators in a venv.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || debs="$debs python3-venv"
 if [ -n "$debs" ]; then
