@@ -28,6 +28,74 @@ fn help_names_every_subcommand() {
 }
 
 #[test]
+fn every_command_has_an_example_in_its_help() {
+    for cmd in [
+        &["proxy"][..],
+        &["replicate"],
+        &["run"],
+        &["users-add"],
+        &["validate-config"],
+        &["status"],
+        &["failover"],
+        &["failback"],
+        &["offsets"],
+        &["offsets", "translate"],
+        &["offsets", "reset"],
+        &["orphans"],
+        &["orphans", "list"],
+        &["orphans", "restore"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let (ok, text) = kflip(&args);
+        assert!(ok, "{cmd:?}: {text}");
+        assert!(
+            text.contains("Example"),
+            "{cmd:?} --help has no example:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn runbook_commands_fail_with_the_documented_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kflip.yaml");
+    std::fs::write(
+        &cfg,
+        "clusters:\n  dc1: { bootstrap: \"127.0.0.1:1\" }\n  dc2: { bootstrap: \"127.0.0.1:2\" }\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\nadmin:\n  listen: \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let code = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kflip"))
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    // The admin API cannot be reached: 3.
+    assert_eq!(code(&["status", "-c", cfg]), Some(3));
+    assert_eq!(code(&["failover", "-c", cfg, "--to", "dc2"]), Some(3));
+    // Bad arguments: 2, and the file is left alone.
+    assert_eq!(code(&["failover", "-c", cfg, "--to", "dc9"]), Some(2));
+    assert_eq!(code(&["status"]), Some(2));
+    assert!(std::fs::read_to_string(cfg)
+        .unwrap()
+        .contains("active: dc1"));
+    // --stdout needs no running kflip and changes nothing on disk.
+    let out = Command::new(env!("CARGO_BIN_EXE_kflip"))
+        .args(["failover", "-c", cfg, "--to", "dc2", "--stdout"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("  active: dc2\n"));
+    assert!(std::fs::read_to_string(cfg)
+        .unwrap()
+        .contains("active: dc1"));
+}
+
+#[test]
 fn every_shipped_example_config_validates() {
     let dir = support::repo().join("proxy-config");
     // Examples name certificates and secrets under /etc/kflip/; validation

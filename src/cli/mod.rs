@@ -145,6 +145,9 @@ enum OrphansCommand {
 enum Command {
     /// Run the Kafka proxy, forwarding clients to the active cluster and
     /// following changes to the config file.
+    ///
+    /// Example: kflip proxy -c proxy-config/minimal.yaml
+    #[command(verbatim_doc_comment)]
     Proxy {
         /// The YAML config file (see docs/configuration.md).
         #[arg(short, long, value_name = "FILE")]
@@ -152,12 +155,19 @@ enum Command {
     },
     /// Run the replication engine: copy topics and translate consumer-group
     /// offsets along the config's `replication.flows`.
+    ///
+    /// Example: kflip replicate -c kflip.yaml
+    #[command(verbatim_doc_comment)]
     Replicate {
         /// The YAML config file (see docs/configuration.md).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run the proxy and the replication engine together in one process.
+    /// Run the proxy and the replication engine together in one process
+    /// (planned switches then wait for replication to catch up).
+    ///
+    /// Example: kflip run -c kflip.yaml
+    #[command(verbatim_doc_comment)]
     Run {
         /// The YAML config file (see docs/configuration.md).
         #[arg(short, long, value_name = "FILE")]
@@ -167,7 +177,8 @@ enum Command {
     /// never the password) for `proxy.sasl.users_file`. The password is read
     /// from standard input, one line.
     ///
-    /// Example: `printf '%s\n' "$PW" | kflip users-add alice >> users.yaml`
+    /// Example: printf '%s\n' "$PW" | kflip users-add alice >> users.yaml
+    #[command(verbatim_doc_comment)]
     UsersAdd {
         /// The user name.
         user: String,
@@ -219,12 +230,19 @@ enum Command {
         flip: FlipArgs,
     },
     /// Consumer-group offsets: translate, reset.
-    #[command(subcommand)]
+    ///
+    /// Example: kflip offsets translate -c kflip.yaml --group payments
+    #[command(subcommand, verbatim_doc_comment)]
     Offsets(OffsetsCommand),
     /// Orphans: records a disaster switch left on the old cluster.
-    #[command(subcommand)]
+    ///
+    /// Example: kflip orphans list -c kflip.yaml
+    #[command(subcommand, verbatim_doc_comment)]
     Orphans(OrphansCommand),
     /// Check config files and explain what is wrong; exits 1 if any is invalid.
+    ///
+    /// Example: kflip validate-config proxy-config/*.yaml
+    #[command(verbatim_doc_comment)]
     ValidateConfig {
         /// One or more YAML config files.
         #[arg(value_name = "FILE", required = true)]
