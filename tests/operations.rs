@@ -435,7 +435,7 @@ fn probes_follow_the_active_cluster_and_the_drain() {
         return;
     }
     let mut dc1 = Broker::start("dc1");
-    let dc2 = support::shared_broker();
+    let dc2 = &support::shared_clusters().dc2;
     let admin = format!("127.0.0.1:{}", free_port());
     let yaml = format!(
         "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n  shutdown_grace: 30s\nadmin:\n  listen: \"{admin}\"\n  probe_interval: 200ms\n",
@@ -500,4 +500,54 @@ fn probes_follow_the_active_cluster_and_the_drain() {
     assert_eq!(get(&admin, "/healthz").0, 200);
     assert!(raw.recv().is_some(), "the in-flight fetch is answered");
     assert_eq!(k.terminate(), Some(0));
+}
+
+#[test]
+fn the_fleet_sees_its_members_through_the_state_topic_and_who_forwards_elsewhere() {
+    if !support::require_kafka("operations") {
+        return;
+    }
+    let dcs = support::shared_clusters();
+    let (admin_a, admin_b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    // A runs the engine, whose flows create the state topics; B is a
+    // sidecar-style proxy of its own file.
+    let a = Kflip::start_command("run", &config(dcs, &admin_a, "dc1"), "kflip=debug,info");
+    let b_yaml = |active: &str| {
+        format!(
+            "{}admin:\n  listen: \"{admin_b}\"\n",
+            dcs.config(active, "")
+        )
+    };
+    let b = Kflip::start(&b_yaml("dc1"));
+    let members = |admin: &str| {
+        status(admin)["fleet"]["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for admin in [&admin_a, &admin_b] {
+        wait_for("both kflips in the fleet", Duration::from_secs(60), || {
+            let m = members(admin);
+            (m.len() >= 2 && m.iter().all(|m| m["active"] == "dc1")).then_some(())
+        });
+    }
+    assert_eq!(metric(&admin_a, "kflip_fleet_disagreeing"), Some(0.0));
+
+    // B moves to dc2 alone: A sees it and says so.
+    b.write_config(&b_yaml("dc2"));
+    let who = wait_for("A to see B on dc2", Duration::from_secs(60), || {
+        let d = status(&admin_a)["fleet"]["disagree"].as_array()?.clone();
+        (d.len() == 1).then_some(d)
+    });
+    assert_eq!(who[0]["active"], "dc2");
+    assert_eq!(metric(&admin_a, "kflip_fleet_disagreeing"), Some(1.0));
+    a.wait_log(
+        "fleet members forward to another cluster",
+        Duration::from_secs(10),
+    );
+    let (_, out, _) = kflip(&["status", "-c", a.config_path().to_str().unwrap()]);
+    assert!(out.contains("FORWARDING ELSEWHERE"), "{out}");
 }

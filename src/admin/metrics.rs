@@ -271,6 +271,25 @@ impl prometheus_client::collector::Collector for Scrape {
                 .iter()
                 .map(|(c, p)| (vec![("cluster", c.as_str())], bool_f(p.up))),
         )?;
+        let members = s.fleet.members();
+        let live = members
+            .iter()
+            .filter(|m| super::fleet::age(&m.beacon) < super::fleet::STALE_AFTER)
+            .count();
+        single(
+            &mut enc,
+            "kflip_fleet_members",
+            "kflips seen through the state topics in the last 15 s, this one included.",
+            Gauge,
+            live as f64,
+        )?;
+        single(
+            &mut enc,
+            "kflip_fleet_disagreeing",
+            "Live proxies of the fleet that forward to another cluster than this one.",
+            Gauge,
+            super::fleet::disagreements(&members, &super::fleet::current(s)).len() as f64,
+        )?;
         if let Some(proxy) = &s.proxy {
             self.proxy(&mut enc, proxy)?;
         }

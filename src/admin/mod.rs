@@ -13,6 +13,7 @@
 //! Nothing here returns a secret: cluster errors come from
 //! [`crate::kafka::ClientError`], which never carries one.
 
+pub mod fleet;
 pub mod metrics;
 pub mod probe;
 mod status;
@@ -57,6 +58,10 @@ pub struct Sources {
     pub started: Instant,
     /// Every cluster's last probe.
     pub probes: Arc<probe::Reachability>,
+    /// This process's name in the fleet ([`fleet::instance`]).
+    pub instance: String,
+    /// The other kflips seen through the state topics.
+    pub fleet: fleet::Fleet,
 }
 
 impl std::fmt::Debug for Sources {
@@ -106,6 +111,13 @@ pub async fn start(sources: Arc<Sources>, listen: &str) -> anyhow::Result<std::n
         sources.config.clone(),
         sources.shutdown.clone(),
     ));
+    let s = sources.clone();
+    if let Err(e) = std::thread::Builder::new()
+        .name("kflip-fleet".into())
+        .spawn(move || fleet::run(s))
+    {
+        tracing::warn!(error = %e, "cannot start the fleet thread; /status shows no fleet");
+    }
     tokio::spawn(serve(listener, sources));
     Ok(addr)
 }

@@ -63,6 +63,22 @@ pub(super) fn status(s: &Sources) -> Value {
             "last_switch": switches.last,
         });
     }
+    let me = super::fleet::current(s);
+    let members = s.fleet.members();
+    let disagree = super::fleet::disagreements(&members, &me);
+    out["fleet"] = json!({
+        "instance": s.instance,
+        "members": members.iter().map(|m| {
+            let mut v = json!(m);
+            v["age_seconds"] = json!(super::fleet::age(&m.beacon).as_secs_f64());
+            v["stale"] = json!(super::fleet::age(&m.beacon) >= super::fleet::STALE_AFTER);
+            v
+        }).collect::<Vec<_>>(),
+        "disagree": disagree.iter().map(|m| json!({
+            "instance": m.beacon.instance,
+            "active": m.beacon.active,
+        })).collect::<Vec<_>>(),
+    });
     if let Some(engine) = &s.engine {
         let flows: Vec<Value> = engine
             .lag()

@@ -520,6 +520,8 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
             started,
             probes: Default::default(),
+            instance: crate::admin::fleet::instance(),
+            fleet: Default::default(),
         });
         crate::admin::start(sources, &admin.listen).await?;
     }

@@ -134,6 +134,28 @@ pub(super) fn render_status(st: &Value) -> String {
             let _ = writeln!(o, "switch   {}", render_switch(l));
         }
     }
+    if let Some(members) = st["fleet"]["members"].as_array() {
+        let live: Vec<&Value> = members
+            .iter()
+            .filter(|m| m["stale"].as_bool() != Some(true))
+            .collect();
+        let disagree: Vec<String> = st["fleet"]["disagree"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| format!("{} on {}", s(d, "instance"), s(d, "active")))
+            .collect();
+        let _ = writeln!(
+            o,
+            "fleet    {} live kflips seen through the state topics{}",
+            live.len(),
+            if disagree.is_empty() {
+                String::new()
+            } else {
+                format!("; FORWARDING ELSEWHERE: {}", disagree.join(", "))
+            }
+        );
+    }
     let _ = writeln!(o, "clusters");
     if let Some(cs) = st["clusters"].as_object() {
         for (name, c) in cs {
