@@ -535,6 +535,17 @@ fn the_fleet_sees_its_members_through_the_state_topic_and_who_forwards_elsewhere
         });
     }
     assert_eq!(metric(&admin_a, "kflip_fleet_disagreeing"), Some(0.0));
+    // An engine with no proxy of its own learns where clients are.
+    let c = Kflip::replicate(&format!(
+        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nadmin:\n  listen: \"127.0.0.1:{}\"\nreplication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [\"ops-c-.*\"] }}\n",
+        dcs.dc1.bootstrap(),
+        dcs.dc2.bootstrap(),
+        free_port()
+    ));
+    c.wait_log(
+        "engine treats it as active active=dc1",
+        Duration::from_secs(60),
+    );
 
     // B moves to dc2 alone: A sees it and says so.
     b.write_config(&b_yaml("dc2"));

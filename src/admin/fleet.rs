@@ -218,6 +218,7 @@ pub fn run(sources: Arc<Sources>) {
     let mut links: BTreeMap<ClusterName, Link> = BTreeMap::new();
     let mut last_try: BTreeMap<ClusterName, Instant> = BTreeMap::new();
     let mut disagreeing = Vec::<String>::new();
+    let mut followed: Option<String> = None;
     while !sources.shutdown.is_cancelled() {
         let cfg = sources.config.borrow().clone();
         let topic = cfg
@@ -281,6 +282,7 @@ pub fn run(sources: Arc<Sources>) {
                 }
             }
         }
+        follow_fleet(&sources, &mut followed);
         // Say it once when members start or stop disagreeing.
         let now: Vec<String> = disagreements(&sources.fleet.members(), &b)
             .into_iter()
@@ -313,6 +315,44 @@ pub fn run(sources: Arc<Sources>) {
                 .key(&key),
         );
         let _ = link.producer.flush(Duration::from_secs(2));
+    }
+}
+
+/// An engine with no proxy in its process learns where clients are from
+/// the fleet's live proxies (the cluster most of them forward to), so its
+/// group offset sync stops writing into the cluster consumers commit to
+/// themselves, as it does beside a proxy.
+fn follow_fleet(s: &Sources, followed: &mut Option<String>) {
+    let (None, Some(engine)) = (&s.proxy, &s.engine) else {
+        return;
+    };
+    let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+    for m in s.fleet.members() {
+        if let (false, Some(a)) = (age(&m.beacon) >= STALE_AFTER, m.beacon.active) {
+            *votes.entry(a).or_default() += 1;
+        }
+    }
+    let Some(most) = votes.values().max().copied() else {
+        return;
+    };
+    // On a tie the cluster followed so far stays.
+    let keep = followed
+        .as_ref()
+        .is_some_and(|f| votes.get(f) == Some(&most));
+    let Some(active) = (if keep {
+        followed.clone()
+    } else {
+        votes.into_iter().find(|(_, n)| *n == most).map(|(a, _)| a)
+    }) else {
+        return;
+    };
+    if followed.as_deref() != Some(active.as_str()) {
+        tracing::info!(
+            %active,
+            "the fleet's proxies forward to this cluster; the engine treats it as active"
+        );
+        engine.set_active(&active);
+        *followed = Some(active);
     }
 }
 
