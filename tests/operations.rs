@@ -562,3 +562,83 @@ fn the_fleet_sees_its_members_through_the_state_topic_and_who_forwards_elsewhere
     let (_, out, _) = kflip(&["status", "-c", a.config_path().to_str().unwrap()]);
     assert!(out.contains("FORWARDING ELSEWHERE"), "{out}");
 }
+
+#[test]
+fn a_sidecar_proxys_planned_switch_waits_for_the_fleets_engine() {
+    if !support::require_kafka("operations") {
+        return;
+    }
+    let dcs = support::shared_clusters();
+    let (dc1, dc2) = (dcs.dc1.bootstrap(), dcs.dc2.bootstrap());
+    create_topic(&dc1, "side-t", 1);
+    // The engine runs alone (as beside a fleet of sidecars); the proxy has
+    // no engine of its own.
+    let _engine = Kflip::replicate(&format!(
+        "clusters:\n  dc1: {{ bootstrap: \"{dc1}\" }}\n  dc2: {{ bootstrap: \"{dc2}\" }}\nadmin:\n  listen: \"127.0.0.1:{}\"\nreplication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [\"side-.*\"], {FAST} }}\n    - {{ source: dc2, target: dc1, topics: [\"side-.*\"], {FAST} }}\n",
+        free_port()
+    ));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let proxy = Kflip::start(&format!(
+        "{}admin:\n  listen: \"{admin}\"\n",
+        dcs.config("dc1", "  switch_lag_timeout: 30s\n")
+    ));
+    wait_for(
+        "the engine in the proxy's fleet view",
+        Duration::from_secs(60),
+        || {
+            let st = status(&admin);
+            st["fleet"]["members"]
+                .as_array()?
+                .iter()
+                .any(|m| {
+                    m["flows"]
+                        .as_array()
+                        .is_some_and(|f| f.iter().any(|f| f == "dc1->dc2"))
+                })
+                .then_some(())
+        },
+    );
+    wait_for("side-t on dc2", Duration::from_secs(60), || {
+        (clients::partitions(&dc2, "side-t") == 1).then_some(())
+    });
+    // The target throttles the engine: what the proxy's clients write is
+    // copied over seconds, not milliseconds.
+    let quota = |args: &[&str]| {
+        let mut all = vec![
+            "--bootstrap-server",
+            dc2.as_str(),
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            "kflip-engine",
+        ];
+        all.extend_from_slice(args);
+        dcs.dc2.tool("org.apache.kafka.tools.ConfigCommand", &all);
+    };
+    quota(&["--add-config", "producer_byte_rate=20480"]);
+    let values: Vec<String> = (0..200).map(|i| format!("{i:0>1000}")).collect();
+    clients::produce(&proxy.addr(), "side-t", &values);
+    let cfg = proxy.config_path();
+    let (code, out, err) = kflip(&["failover", "-c", cfg.to_str().unwrap(), "--to", "dc2"]);
+    // Read before the quota goes: only what was copied during the hold.
+    let on_dc2 = clients::read_all(&dc2, "side-t")
+        .into_values()
+        .flatten()
+        .count();
+    quota(&["--delete-config", "producer_byte_rate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        on_dc2, 200,
+        "the switch waited for the fleet's engine: {out}"
+    );
+    assert!(out.contains("RPO 0 records"), "{out}");
+    proxy.wait_log(
+        "the fleet's engines caught up replication",
+        Duration::from_secs(5),
+    );
+    let held = status(&admin)["proxy"]["last_switch"]["hold_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(held > 0, "{out}");
+}

@@ -52,6 +52,46 @@ pub struct Beacon {
     pub holding: bool,
     /// When it wrote this (Unix ms).
     pub at_unix_ms: i64,
+    /// A proxy with no engine of its own, holding for a planned switch:
+    /// it asks the fleet's engines to catch up.
+    #[serde(default)]
+    pub switch: Option<SwitchAsk>,
+    /// An engine's flows (`dc1->dc2`).
+    #[serde(default)]
+    pub flows: Vec<String>,
+    /// An engine's answers to switches it was asked to catch up for.
+    #[serde(default)]
+    pub acks: Vec<Ack>,
+}
+
+/// A proxy's request that the engines catch up before it switches.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SwitchAsk {
+    /// The cluster being left.
+    pub from: String,
+    /// The cluster clients go to.
+    pub to: String,
+    /// When the hold began (Unix ms); names the request.
+    pub started_at_ms: i64,
+    /// How long the proxy waits.
+    pub bound_ms: u64,
+}
+
+/// An engine's answer to a [`SwitchAsk`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Ack {
+    /// The proxy that asked.
+    pub instance: String,
+    /// Its request.
+    pub from: String,
+    /// See `from`.
+    pub to: String,
+    /// See [`SwitchAsk::started_at_ms`].
+    pub started_at_ms: i64,
+    /// Every record of the old cluster was copied in time.
+    pub caught_up: bool,
+    /// Records still behind when the engine stopped waiting.
+    pub behind: i64,
 }
 
 /// A beacon and where it was read.
@@ -66,14 +106,28 @@ pub struct Member {
     pub me: bool,
 }
 
-/// The members seen so far.
+/// The members seen so far, and this process's part in switches.
 #[derive(Debug, Default)]
-pub struct Fleet(Mutex<BTreeMap<String, Member>>);
+pub struct Fleet {
+    members: Mutex<BTreeMap<String, Member>>,
+    /// This proxy's request to the engines, while its switch holds.
+    ask: Mutex<Option<SwitchAsk>>,
+    /// This engine's answers.
+    acks: Mutex<Vec<Ack>>,
+    /// Requests this engine took up: (instance, started_at_ms).
+    serving: Mutex<std::collections::BTreeSet<(String, i64)>>,
+    /// Beacon now, not at the next tick.
+    wake: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl Fleet {
     /// Every member seen, this one included.
     pub fn members(&self) -> Vec<Member> {
-        self.0
+        self.members
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
@@ -85,7 +139,7 @@ impl Fleet {
         let Some(instance) = key.strip_prefix("fleet|") else {
             return;
         };
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = lock(&self.members);
         match beacon {
             // A tombstone: the member stopped cleanly.
             None => {
@@ -154,6 +208,13 @@ fn beacon(s: &Sources) -> Beacon {
         epoch: state.as_ref().map(|st| st.epoch),
         holding: state.is_some_and(|st| st.holding),
         at_unix_ms: crate::replication::state::now_ms(),
+        switch: lock(&s.fleet.ask).clone(),
+        flows: s
+            .engine
+            .as_ref()
+            .map(|e| e.lag().into_iter().map(|l| l.flow).collect())
+            .unwrap_or_default(),
+        acks: lock(&s.fleet.acks).clone(),
     }
 }
 
@@ -212,7 +273,7 @@ impl Link {
 
 /// Publishes this kflip's beacon and reads the others' until shutdown;
 /// runs on a thread of its own (librdkafka calls block).
-pub fn run(sources: Arc<Sources>) {
+pub fn run(sources: Arc<Sources>, rt: tokio::runtime::Handle) {
     let me = sources.instance.clone();
     let key = format!("fleet|{me}");
     let mut links: BTreeMap<ClusterName, Link> = BTreeMap::new();
@@ -283,6 +344,7 @@ pub fn run(sources: Arc<Sources>) {
             }
         }
         follow_fleet(&sources, &mut followed);
+        serve_asks(&sources, &rt);
         // Say it once when members start or stop disagreeing.
         let now: Vec<String> = disagreements(&sources.fleet.members(), &b)
             .into_iter()
@@ -302,9 +364,28 @@ pub fn run(sources: Arc<Sources>) {
             }
             disagreeing = now;
         }
-        let wake = Instant::now() + EVERY;
+        // While a switch is asked for anywhere, beacon and read fast.
+        let busy = lock(&sources.fleet.ask).is_some()
+            || sources
+                .fleet
+                .members()
+                .iter()
+                .any(|m| m.beacon.switch.is_some() && age(&m.beacon) < STALE_AFTER);
+        let wake = Instant::now()
+            + if busy {
+                Duration::from_millis(200)
+            } else {
+                EVERY
+            };
         while Instant::now() < wake && !sources.shutdown.is_cancelled() {
-            std::thread::sleep(Duration::from_millis(100));
+            if sources
+                .fleet
+                .wake
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     // A clean stop leaves the fleet.
@@ -356,6 +437,127 @@ fn follow_fleet(s: &Sources, followed: &mut Option<String>) {
     }
 }
 
+/// This engine catches up for every live proxy that asks, on a flow it
+/// runs, once per request.
+fn serve_asks(s: &Arc<Sources>, rt: &tokio::runtime::Handle) {
+    let Some(engine) = &s.engine else {
+        return;
+    };
+    let flows: Vec<String> = engine.lag().into_iter().map(|l| l.flow).collect();
+    for m in s.fleet.members() {
+        let Some(ask) = m.beacon.switch.clone() else {
+            continue;
+        };
+        if m.me
+            || age(&m.beacon) >= STALE_AFTER
+            || !flows.contains(&format!("{}->{}", ask.from, ask.to))
+        {
+            continue;
+        }
+        let id = (m.beacon.instance.clone(), ask.started_at_ms);
+        if !lock(&s.fleet.serving).insert(id.clone()) {
+            continue;
+        }
+        tracing::info!(proxy = %id.0, from = %ask.from, to = %ask.to, "a proxy of the fleet holds for a planned switch; catching up");
+        let (engine, s) = (engine.clone(), s.clone());
+        rt.spawn(async move {
+            let bound = Duration::from_millis(ask.bound_ms);
+            let r = engine
+                .catch_up(&ask.from, &ask.to, bound, BTreeMap::new())
+                .await;
+            let behind = r.gaps.iter().map(|g| g.records.max(0)).sum();
+            let mut acks = lock(&s.fleet.acks);
+            acks.push(Ack {
+                instance: id.0,
+                from: ask.from,
+                to: ask.to,
+                started_at_ms: ask.started_at_ms,
+                caught_up: r.caught_up,
+                behind,
+            });
+            let excess = acks.len().saturating_sub(16);
+            acks.drain(..excess);
+            drop(acks);
+            s.fleet
+                .wake
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
+/// The fleet's engines, as a planned switch of this proxy sees them.
+pub struct FleetEngines(pub Arc<Sources>);
+
+impl crate::failover::RemoteEngines for FleetEngines {
+    fn catch_up<'a>(
+        &'a self,
+        from: &'a ClusterName,
+        to: &'a ClusterName,
+        bound: Duration,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<crate::failover::RemoteCatchUp>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let s = &self.0;
+            let flow = format!("{from}->{to}");
+            let engines: Vec<String> = s
+                .fleet
+                .members()
+                .into_iter()
+                .filter(|m| !m.me && age(&m.beacon) < STALE_AFTER && m.beacon.flows.contains(&flow))
+                .map(|m| m.beacon.instance)
+                .collect();
+            if engines.is_empty() {
+                return None;
+            }
+            let ask = SwitchAsk {
+                from: from.to_string(),
+                to: to.to_string(),
+                started_at_ms: crate::replication::state::now_ms(),
+                bound_ms: bound.as_millis() as u64,
+            };
+            *lock(&s.fleet.ask) = Some(ask.clone());
+            s.fleet
+                .wake
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let deadline = tokio::time::Instant::now() + bound;
+            let answers = loop {
+                let members = s.fleet.members();
+                let answers: Vec<(String, Ack)> = engines
+                    .iter()
+                    .filter_map(|e| {
+                        let m = members.iter().find(|m| &m.beacon.instance == e)?;
+                        let a = m.beacon.acks.iter().find(|a| {
+                            a.instance == s.instance
+                                && a.started_at_ms == ask.started_at_ms
+                                && a.from == ask.from
+                                && a.to == ask.to
+                        })?;
+                        Some((e.clone(), a.clone()))
+                    })
+                    .collect();
+                if answers.len() == engines.len() || tokio::time::Instant::now() >= deadline {
+                    break answers;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            *lock(&s.fleet.ask) = None;
+            s.fleet
+                .wake
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            Some(crate::failover::RemoteCatchUp {
+                caught_up: answers
+                    .iter()
+                    .filter(|(_, a)| a.caught_up)
+                    .map(|(e, _)| e.clone())
+                    .collect(),
+                behind: answers.iter().map(|(_, a)| a.behind).sum(),
+                engines,
+            })
+        })
+    }
+}
+
 fn topic_of(s: &Sources) -> String {
     s.config
         .borrow()
@@ -398,6 +600,9 @@ mod tests {
             epoch: Some(0),
             holding: false,
             at_unix_ms: at,
+            switch: None,
+            flows: Vec::new(),
+            acks: Vec::new(),
         }
     }
 

@@ -111,10 +111,14 @@ pub async fn start(sources: Arc<Sources>, listen: &str) -> anyhow::Result<std::n
         sources.config.clone(),
         sources.shutdown.clone(),
     ));
-    let s = sources.clone();
+    if let (Some(p), None) = (&sources.proxy, &sources.engine) {
+        p.board()
+            .set_remote(Arc::new(fleet::FleetEngines(sources.clone())));
+    }
+    let (s, rt) = (sources.clone(), tokio::runtime::Handle::current());
     if let Err(e) = std::thread::Builder::new()
         .name("kflip-fleet".into())
-        .spawn(move || fleet::run(s))
+        .spawn(move || fleet::run(s, rt))
     {
         tracing::warn!(error = %e, "cannot start the fleet thread; /status shows no fleet");
     }

@@ -454,6 +454,11 @@ fn validate(files: &[PathBuf]) -> ExitCode {
 }
 
 async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
+    // Taken over before anything starts: a SIGTERM that arrives while kflip
+    // is still starting (a first discovery can take connect_timeout) is
+    // then a clean shutdown once it has started, not the default
+    // disposition's instant death.
+    let signals = Signals::install();
     let cfg = config::load(&path)?;
     if parts.proxy {
         cfg.require_proxy()?;
@@ -525,7 +530,7 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
         });
         crate::admin::start(sources, &admin.listen).await?;
     }
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!(
         open = proxy.as_ref().map(|p| p.connections()).unwrap_or(0),
         "shutting down; draining"
@@ -542,17 +547,33 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT (Ctrl-C), caught from the moment they are installed.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn wait(mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
         }
     }
 }

@@ -108,6 +108,33 @@ pub struct Switchboard {
     shutdown: CancellationToken,
     /// What the last switch did, and how many of each kind ran.
     switches: std::sync::Mutex<Switches>,
+    /// The fleet's engines, for a proxy with no engine of its own.
+    remote: std::sync::OnceLock<std::sync::Arc<dyn RemoteEngines>>,
+}
+
+/// What the fleet's engines (other processes) did for one planned switch.
+#[derive(Clone, Debug)]
+pub struct RemoteCatchUp {
+    /// The engines that have a flow between the two clusters.
+    pub engines: Vec<String>,
+    /// Those that answered that every record was copied.
+    pub caught_up: Vec<String>,
+    /// Records still behind, summed over the engines that answered.
+    pub behind: i64,
+}
+
+/// The replication engines of other kflips, reached through the fleet
+/// (the state topics): a sidecar proxy's planned switch waits for them.
+pub trait RemoteEngines: Send + Sync {
+    /// Asks every live engine with a flow `from -> to` to catch up, and
+    /// waits at most `bound` for their answers; `None` if no live engine
+    /// has such a flow.
+    fn catch_up<'a>(
+        &'a self,
+        from: &'a ClusterName,
+        to: &'a ClusterName,
+        bound: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<RemoteCatchUp>> + Send + 'a>>;
 }
 
 /// The switches this process ran.
@@ -144,6 +171,7 @@ impl Switchboard {
             tracker: Tracker::default(),
             shutdown,
             switches: Default::default(),
+            remote: Default::default(),
         }
     }
 
@@ -174,6 +202,16 @@ impl Switchboard {
             .cluster(cluster)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Lets planned switches wait for the fleet's engines (once).
+    pub fn set_remote(&self, remote: std::sync::Arc<dyn RemoteEngines>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The fleet's engines, if known.
+    pub fn remote(&self) -> Option<&std::sync::Arc<dyn RemoteEngines>> {
+        self.remote.get()
     }
 
     /// The switches this process ran.

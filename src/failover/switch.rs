@@ -280,7 +280,33 @@ async fn hold(
         .catch_up(from, to, cfg.switch_lag_timeout, commits)
         .await
     else {
-        tracing::warn!(%from, %to, "no replication engine in this process: not waiting for replication; consumers resume at offsets the engine synced");
+        let remote = match board.remote() {
+            Some(r) => r.catch_up(from, to, cfg.switch_lag_timeout).await,
+            None => None,
+        };
+        match remote {
+            Some(r) if r.caught_up.len() == r.engines.len() => {
+                tracing::info!(%from, %to, engines = ?r.engines, "the fleet's engines caught up replication");
+            }
+            Some(r) => {
+                tracing::warn!(%from, %to, engines = ?r.engines, answered = ?r.caught_up, behind = r.behind, "the fleet's engines did not all catch up in proxy.switch_lag_timeout; switching with records possibly not replicated");
+                if r.behind > 0 {
+                    gaps.lock().unwrap_or_else(|e| e.into_inner()).push(
+                        crate::replication::state::PartitionLag {
+                            topic: "*".into(),
+                            partition: -1,
+                            records: r.behind,
+                            seconds: 0.0,
+                            source_end: -1,
+                            replicated_to: -1,
+                        },
+                    );
+                }
+            }
+            None => {
+                tracing::warn!(%from, %to, "no replication engine in this process or its fleet with a flow between them: not waiting for replication; consumers resume at offsets the engine synced");
+            }
+        }
         return;
     };
     if caught.caught_up {
