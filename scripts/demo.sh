@@ -10,14 +10,15 @@
 #
 # Installs what it needs on first run (cached). Ports can be overridden
 # (each broker's KRaft controller listens on its port+1, and kflip's virtual
-# broker on PROXY_PORT+1):
-#   DC1_PORT=19092 DC2_PORT=29092 PROXY_PORT=9092 ./scripts/demo.sh
+# broker on PROXY_PORT+1; its admin API on ADMIN_PORT):
+#   DC1_PORT=19092 DC2_PORT=29092 PROXY_PORT=9092 ADMIN_PORT=9644 ./scripts/demo.sh
 # KFLIP_DEMO_KEEP=1 keeps the work directory (configs and logs) afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DC1_PORT="${DC1_PORT:-19092}"
 DC2_PORT="${DC2_PORT:-29092}"
 PROXY_PORT="${PROXY_PORT:-9092}"
+ADMIN_PORT="${ADMIN_PORT:-9644}"
 
 ./scripts/install-deps.sh
 echo "building kflip (release)..." >&2
@@ -28,10 +29,11 @@ kflip="${CARGO_TARGET_DIR:-target}/release/kflip"
 for use in "$DC1_PORT dc1 (DC1_PORT)" "$((DC1_PORT + 1)) dc1's controller (DC1_PORT+1)" \
            "$DC2_PORT dc2 (DC2_PORT)" "$((DC2_PORT + 1)) dc2's controller (DC2_PORT+1)" \
            "$PROXY_PORT kflip (PROXY_PORT)" \
-           "$((PROXY_PORT + 1)) kflip's virtual broker (PROXY_PORT+1)"; do
+           "$((PROXY_PORT + 1)) kflip's virtual broker (PROXY_PORT+1)" \
+           "$ADMIN_PORT kflip's admin API (ADMIN_PORT)"; do
   port="${use%% *}"
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port, for ${use#* }, is in use; pick free ports with DC1_PORT, DC2_PORT, PROXY_PORT" >&2
+    echo "port $port, for ${use#* }, is in use; pick free ports with DC1_PORT, DC2_PORT, PROXY_PORT, ADMIN_PORT" >&2
     exit 1
   fi
 done
@@ -78,6 +80,8 @@ proxy:
   listen: "127.0.0.1:$PROXY_PORT"
   active: dc1
   switch_lag_timeout: 10s
+admin:
+  listen: "127.0.0.1:$ADMIN_PORT"
 replication:
   flows:
     - { source: dc1, target: dc2, topics: ["demo"], $fast }
@@ -87,5 +91,11 @@ YAML
 KFLIP_LOG="${KFLIP_LOG:-info}" "$kflip" run --config "$work/config/kflip.yaml" >"$work/kflip.log" 2>&1 &
 pids+=($!)
 
+rc=0
 python3 scripts/demo.py --dc1 "127.0.0.1:$DC1_PORT" --dc2 "127.0.0.1:$DC2_PORT" \
-  --proxy "127.0.0.1:$PROXY_PORT" --config "$work/config/kflip.yaml" --log "$work/kflip.log"
+  --proxy "127.0.0.1:$PROXY_PORT" --config "$work/config/kflip.yaml" --log "$work/kflip.log" || rc=$?
+# What an operator sees: the admin API through the runbook CLI.
+echo
+echo "$ kflip status --config kflip.yaml"
+"$kflip" status --config "$work/config/kflip.yaml" || true
+exit "$rc"

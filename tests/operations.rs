@@ -270,23 +270,8 @@ fn status_metrics_and_every_runbook_command_against_real_traffic() {
         assert_eq!(p["translated"], p["committed"], "{out}");
     }
     // A running group is not reset.
-    let (code, _, err) = kflip(&[
-        "offsets",
-        "reset",
-        "-c",
-        cfg,
-        "--group",
-        "ops-g",
-        "--cluster",
-        "dc1",
-        "--to-datetime",
-        "2020-01-01T00:00:00Z",
-    ]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("is running"), "{err}");
-    drop(consumer);
-    wait_for("the group to be empty", Duration::from_secs(60), || {
-        let (code, out, _) = kflip(&[
+    let reset = |extra: &[&str]| {
+        let mut args = vec![
             "offsets",
             "reset",
             "-c",
@@ -297,22 +282,18 @@ fn status_metrics_and_every_runbook_command_against_real_traffic() {
             "dc1",
             "--to-datetime",
             "2020-01-01T00:00:00Z",
-            "--dry-run",
-        ]);
-        (code == 0).then_some(out)
+        ];
+        args.extend_from_slice(extra);
+        kflip(&args)
+    };
+    let (code, _, err) = reset(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is running"), "{err}");
+    drop(consumer);
+    wait_for("the group to be empty", Duration::from_secs(60), || {
+        (reset(&["--dry-run"]).0 == 0).then_some(())
     });
-    let (code, out, err) = kflip(&[
-        "offsets",
-        "reset",
-        "-c",
-        cfg,
-        "--group",
-        "ops-g",
-        "--cluster",
-        "dc1",
-        "--to-datetime",
-        "2020-01-01T00:00:00Z",
-    ]);
+    let (code, out, err) = reset(&[]);
     assert_eq!(code, 0, "{out}{err}");
     let check: BaseConsumer = clients::config(&dcs.dc1.bootstrap())
         .set("group.id", "ops-g")

@@ -429,30 +429,28 @@ impl Scrape {
             })
             .map(|i| (i, crate::kafka::api_name(i as i16)))
             .collect();
-        family(
-            enc,
-            "kflip_proxy_requests",
-            "Client requests, by API.",
-            Counter,
-            names.iter().map(|(i, n)| {
-                (
-                    vec![("api", n.as_str())],
-                    m.requests[*i].load(Ordering::Relaxed) as f64,
-                )
-            }),
-        )?;
-        family(
-            enc,
-            "kflip_proxy_request_errors",
-            "Client requests kflip refused or that were never answered (their session failed), by API.",
-            Counter,
-            names.iter().map(|(i, n)| {
-                (
-                    vec![("api", n.as_str())],
-                    m.errors[*i].load(Ordering::Relaxed) as f64,
-                )
-            }),
-        )?;
+        let per_api = [
+            ("kflip_proxy_requests", "Client requests, by API.", &m.requests),
+            (
+                "kflip_proxy_request_errors",
+                "Client requests kflip refused or that were never answered (their session failed), by API.",
+                &m.errors,
+            ),
+        ];
+        for (name, help, counts) in per_api {
+            family(
+                enc,
+                name,
+                help,
+                Counter,
+                names.iter().map(|(i, n)| {
+                    (
+                        vec![("api", n.as_str())],
+                        counts[*i].load(Ordering::Relaxed) as f64,
+                    )
+                }),
+            )?;
+        }
         let mut h = enc.encode_descriptor(
             "kflip_proxy_request_duration_seconds",
             "Time from a forwarded request's arrival to its response written to the client, by API.",
