@@ -30,7 +30,7 @@ use crate::config::{ClusterConfig, ClusterName};
 const EVERY: Duration = Duration::from_secs(3);
 
 /// A member whose last beacon is older than this is shown as stale.
-pub const STALE_AFTER: Duration = Duration::from_secs(15);
+pub const STALE_AFTER: Duration = Duration::from_secs(10);
 
 /// What one kflip says about itself.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -536,7 +536,15 @@ impl crate::failover::RemoteEngines for FleetEngines {
                         Some((e.clone(), a.clone()))
                     })
                     .collect();
-                if answers.len() == engines.len() || tokio::time::Instant::now() >= deadline {
+                // An engine that stopped beaconing meanwhile (it died) is
+                // not waited for once it is stale.
+                let waiting = engines.iter().any(|e| {
+                    !answers.iter().any(|(a, _)| a == e)
+                        && members
+                            .iter()
+                            .any(|m| &m.beacon.instance == e && age(&m.beacon) < STALE_AFTER)
+                });
+                if !waiting || tokio::time::Instant::now() >= deadline {
                     break answers;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -279,7 +279,7 @@ impl prometheus_client::collector::Collector for Scrape {
         single(
             &mut enc,
             "kflip_fleet_members",
-            "kflips seen through the state topics in the last 15 s, this one included.",
+            "kflips seen through the state topics in the last 10 s, this one included.",
             Gauge,
             live as f64,
         )?;
