@@ -16,12 +16,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::loops::{request_loop, response_loop, Stop, MAX_IN_FLIGHT};
+use super::lazy_buf::LazyBufReader;
+use super::loops::{request_loop, response_loop, Stop, CLIENT_BUFFER, MAX_IN_FLIGHT};
 use super::session::{Ctx, Renewal};
 use super::{upstream, ListenerKind, Shared, SwitchState};
 use crate::admin::metrics::Rejected;
@@ -73,7 +73,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         }
     };
     let (cr, mut cw) = client.split();
-    let mut cr = BufReader::with_capacity(64 * 1024, cr);
+    let mut cr = LazyBufReader::new(cr, CLIENT_BUFFER);
     let startup = shared.proxy_config();
     let principal = match &startup.sasl {
         None => None,
@@ -262,7 +262,7 @@ async fn accept_tls(shared: &Shared, client: TcpStream) -> Result<Stream, Fault>
 /// shutdown, or a switch.
 async fn session(
     ctx: &Ctx,
-    client_in: &mut BufReader<ReadHalf>,
+    client_in: &mut LazyBufReader<ReadHalf>,
     client_out: &mut WriteHalf,
     upstream: Stream,
     switches: &mut watch::Receiver<SwitchState>,

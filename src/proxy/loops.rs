@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use crate::cluster::stream::{ReadHalf, WriteHalf};
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::addresses::{rewrite, ConnMap};
+use super::lazy_buf::LazyBufReader;
 use super::session::Ctx;
 use super::{auth, upstream, SwitchState};
 use crate::admin::metrics::Timed;
@@ -35,6 +36,14 @@ use crate::protocol::{api_versions, fetch};
 /// Most requests a client may have in flight on one connection; the request
 /// loop stops reading when this many are waiting for responses.
 pub(super) const MAX_IN_FLIGHT: usize = 1024;
+
+/// The client reader's buffer while requests flow. Large request bodies
+/// are read straight into their frame, so this serves runs of small ones.
+pub(super) const CLIENT_BUFFER: usize = 64 * 1024;
+
+/// The upstream reader's buffer while responses flow: Fetch records are
+/// copied to the client in chunks of this size.
+const UPSTREAM_BUFFER: usize = 256 * 1024;
 
 /// What the response loop must send next, in request order: the session's
 /// correlation queue.
@@ -78,7 +87,7 @@ fn ended() -> Fault {
 
 pub(super) async fn request_loop<'a>(
     ctx: &'a Ctx,
-    client: &mut BufReader<ReadHalf>,
+    client: &mut LazyBufReader<ReadHalf>,
     upstream: &mut WriteHalf,
     tx: mpsc::Sender<Pending<'a>>,
     switch: &mut watch::Receiver<SwitchState>,
@@ -92,6 +101,9 @@ pub(super) async fn request_loop<'a>(
         } else {
             ctx.cfg.idle_timeout
         };
+        // Between requests the reader gives its buffer back (it keeps one
+        // only while holding unread bytes): an idle connection holds none.
+        client.release();
         // The select waits for a frame's first bytes without taking them
         // (fill_buf keeps what it read in the buffer), so a switch or a
         // renewal never cuts a frame in half; the frame is read after it.
@@ -298,7 +310,7 @@ pub(super) async fn response_loop<'a>(
     mut rx: mpsc::Receiver<Pending<'a>>,
 ) -> Result<(), Fault> {
     let metrics = &*ctx.shared.metrics;
-    let mut upstream = BufReader::with_capacity(256 * 1024, upstream);
+    let mut upstream = LazyBufReader::new(upstream, UPSTREAM_BUFFER);
     let bound = response_timeout(&ctx.cfg);
     let late = || {
         Fault::upstream(
@@ -307,7 +319,14 @@ pub(super) async fn response_loop<'a>(
         )
     };
     let client_write = |e: std::io::Error| Fault::client(format!("client write failed: {e}"));
-    while let Some(pending) = rx.recv().await {
+    loop {
+        // Between responses the reader gives its buffer back (unless it
+        // already holds the next response's first bytes): a connection
+        // waiting for a request, or for a long-polling Fetch, holds none.
+        upstream.release();
+        let Some(pending) = rx.recv().await else {
+            break;
+        };
         let out = match pending {
             Pending::Local(frame) => frame.0.freeze(),
             Pending::Delayed(frame, pause) => {
@@ -390,7 +409,7 @@ fn closed(ctx: &Ctx) -> Fault {
 }
 
 /// Reads a response's length prefix.
-async fn read_len(upstream: &mut BufReader<ReadHalf>, ctx: &Ctx) -> Result<usize, Fault> {
+async fn read_len(upstream: &mut LazyBufReader<ReadHalf>, ctx: &Ctx) -> Result<usize, Fault> {
     use tokio::io::AsyncReadExt;
     let mut prefix = [0u8; 4];
     upstream

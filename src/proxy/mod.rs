@@ -12,6 +12,7 @@ mod addresses;
 mod auth;
 mod auth_files;
 mod connection;
+mod lazy_buf;
 mod listeners;
 mod loops;
 mod session;
