@@ -113,8 +113,9 @@ struct Round {
     broker_open: u64,
     /// Seconds to open all N.
     open_secs: f64,
-    /// kflip's descriptors with them open.
+    /// kflip's descriptors with them open, and after they closed.
     kflip_fds: usize,
+    fds_after: usize,
     /// Connections checked after idling, and how many answered.
     checked: usize,
     answered: usize,
@@ -148,6 +149,7 @@ fn round(proxy: &str, kpid: &str, bpid: &str, n: usize, threads: usize) -> Round
     }
     drop(conns);
     let after = settled(kpid);
+    let fds_after = fds(kpid);
     Round {
         n,
         before,
@@ -157,6 +159,7 @@ fn round(proxy: &str, kpid: &str, bpid: &str, n: usize, threads: usize) -> Round
         broker_open,
         open_secs,
         kflip_fds,
+        fds_after,
         checked,
         answered,
     }
@@ -215,7 +218,7 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "| N | kflip RSS before / open / after close, MiB | KiB per idle connection | kflip fds | broker RSS before / open, MiB | broker KiB per connection | open s | idle ones answering |"
+        "| N | kflip RSS before / open / after close, MiB | KiB per idle connection | kflip fds open / after close | broker RSS before / open, MiB | broker KiB per connection | open s | idle ones answering |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     let mib = |k: u64| k as f64 / 1024.0;
@@ -227,12 +230,13 @@ fn main() {
         };
         let _ = writeln!(
             out,
-            "| {n} | {:.1} / {:.1} / {:.1} | **{:.1}** | {} | {:.0} / {:.0} | {:.1} | {:.1} | {}/{} |",
+            "| {n} | {:.1} / {:.1} / {:.1} | **{:.1}** | {} / {} | {:.0} / {:.0} | {:.1} | {:.1} | {}/{} |",
             mib(r.before),
             mib(r.open),
             mib(r.after),
             r.open.saturating_sub(r.before) as f64 / r.n.max(1) as f64,
             r.kflip_fds,
+            r.fds_after,
             mib(r.broker_before),
             mib(r.broker_open),
             r.broker_open.saturating_sub(r.broker_before) as f64 / r.n.max(1) as f64,
