@@ -15,8 +15,10 @@
 //! cap bit.
 //!
 //! Run with `cargo bench --bench connections`. Knobs: `KFLIP_BENCH_CONNS`
-//! (comma-separated N, default `100,1000,10000`) and
-//! `KFLIP_BENCH_CONN_THREADS` (threads opening connections, 4).
+//! (comma-separated N, default `100,1000,10000`),
+//! `KFLIP_BENCH_CONN_THREADS` (threads opening connections, 4) and
+//! `KFLIP_BENCH_TLS=1` (TLS on both sides: clients to kflip, and kflip to
+//! an SSL listener of the broker).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -24,14 +26,19 @@ mod support;
 mod common;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use common::wire::{frame, Conn};
+use common::wire::{frame, tls_config, Conn};
 use common::{env_usize, status_kib};
+use support::secure::{Protocol, Security};
 use support::{Broker, Kflip, Storage};
+
+/// The client side's TLS config, when the bench runs with TLS.
+type Tls = Option<Arc<rustls::ClientConfig>>;
 
 /// Descriptors kept aside for everything but client connections (kflip's
 /// listeners, its log, the admin listener, probes).
@@ -39,8 +46,8 @@ const SPARE_FDS: usize = 200;
 
 /// Opens a connection through kflip, gets its ApiVersions and Metadata
 /// answered, and returns it idle.
-fn open(addr: &str) -> Conn {
-    let mut c = Conn::connect(addr, None);
+fn open(addr: &str, tls: &Tls) -> Conn {
+    let mut c = Conn::connect(addr, tls.as_ref());
     let versions = ApiVersionsRequest::default()
         .with_client_software_name(StrBytes::from_static_str("kflip-bench"))
         .with_client_software_version(StrBytes::from_static_str("1"));
@@ -121,7 +128,7 @@ struct Round {
     answered: usize,
 }
 
-fn round(proxy: &str, kpid: &str, bpid: &str, n: usize, threads: usize) -> Round {
+fn round(proxy: &str, tls: &Tls, kpid: &str, bpid: &str, n: usize, threads: usize) -> Round {
     let before = settled(kpid);
     let broker_before = rss(bpid);
     let start = Instant::now();
@@ -129,7 +136,7 @@ fn round(proxy: &str, kpid: &str, bpid: &str, n: usize, threads: usize) -> Round
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let count = n / threads + usize::from(t < n % threads);
-                s.spawn(move || (0..count).map(|_| open(proxy)).collect::<Vec<_>>())
+                s.spawn(move || (0..count).map(|_| open(proxy, tls)).collect::<Vec<_>>())
             })
             .collect();
         handles
@@ -177,10 +184,31 @@ fn main() {
     if std::env::var_os("KFLIP_BROKER_JVM").is_none() {
         std::env::set_var("KFLIP_BROKER_JVM", "-Xms1g -Xmx1g -XX:+UseG1GC");
     }
-    let broker = Broker::start_with("conns", Storage::Memory);
-    let direct = broker.addr();
+    let with_tls = std::env::var("KFLIP_BENCH_TLS").is_ok_and(|v| v == "1");
+    let (broker, cluster, proxy_tls, tls) = if with_tls {
+        let Some(b) = Broker::start_secure("conns-tls", &Security::new(Protocol::Ssl)) else {
+            return;
+        };
+        let ca = b.ca_pem().to_path_buf();
+        let server = &b.certs().server;
+        let cluster = format!(
+            "bootstrap: \"{}\", tls: {{ ca_file: \"{}\" }}",
+            b.bootstrap(),
+            ca.display()
+        );
+        let proxy_tls = format!(
+            "  tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+            server.cert.display(),
+            server.key.display()
+        );
+        (b, cluster, proxy_tls, Some(tls_config(&ca)))
+    } else {
+        let b = Broker::start_with("conns", Storage::Memory);
+        let cluster = format!("bootstrap: \"{}\"", b.addr());
+        (b, cluster, String::new(), None)
+    };
     let yaml = format!(
-        "clusters:\n  dc1: {{ bootstrap: \"{direct}\" }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n  max_connections: 100000\n"
+        "clusters:\n  dc1: {{ {cluster} }}\nproxy:\n  listen: \"127.0.0.1:0\"\n  active: dc1\n  max_connections: 100000\n{proxy_tls}"
     );
     let kflip = Kflip::start_with_log(&yaml, "warn");
     let proxy = kflip.addr();
@@ -188,7 +216,7 @@ fn main() {
     let bpid = broker.pid().unwrap_or_else(|| "0".into());
     // A first connection warms what every connection shares (the version
     // table, the broker's metadata) so round one measures connections only.
-    drop(open(&proxy));
+    drop(open(&proxy, &tls));
 
     let mut rounds = Vec::new();
     for &want in &wanted {
@@ -198,7 +226,7 @@ fn main() {
                 "N = {want} capped to {n}: open files limit {limit}, kflip needs 2 per connection"
             );
         }
-        let r = round(&proxy, &kpid, &bpid, n, threads);
+        let r = round(&proxy, &tls, &kpid, &bpid, n, threads);
         eprintln!(
             "N = {n}: kflip {} -> {} KiB ({:.1} KiB each), after close {} KiB; broker {} -> {} KiB",
             r.before,
@@ -214,7 +242,12 @@ fn main() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n## kflip memory per idle client connection (open files limit {limit})\n"
+        "\n## kflip memory per idle client connection ({}, open files limit {limit})\n",
+        if with_tls {
+            "TLS on both sides"
+        } else {
+            "plain"
+        }
     );
     let _ = writeln!(
         out,
