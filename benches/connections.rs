@@ -17,8 +17,8 @@
 //! Run with `cargo bench --bench connections`. Knobs: `KFLIP_BENCH_CONNS`
 //! (comma-separated N, default `100,1000,10000`),
 //! `KFLIP_BENCH_CONN_THREADS` (threads opening connections, 4) and
-//! `KFLIP_BENCH_TLS=1` (TLS on both sides: clients to kflip, and kflip to
-//! an SSL listener of the broker).
+//! `KFLIP_BENCH_TLS` (`1`: TLS on both sides, clients to kflip and kflip
+//! to an SSL listener of the broker; `client`: clients to kflip only).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -184,18 +184,23 @@ fn main() {
     if std::env::var_os("KFLIP_BROKER_JVM").is_none() {
         std::env::set_var("KFLIP_BROKER_JVM", "-Xms1g -Xmx1g -XX:+UseG1GC");
     }
-    let with_tls = std::env::var("KFLIP_BENCH_TLS").is_ok_and(|v| v == "1");
+    let tls_mode = std::env::var("KFLIP_BENCH_TLS").unwrap_or_default();
+    let with_tls = tls_mode == "1" || tls_mode == "client";
     let (broker, cluster, proxy_tls, tls) = if with_tls {
         let Some(b) = Broker::start_secure("conns-tls", &Security::new(Protocol::Ssl)) else {
             return;
         };
         let ca = b.ca_pem().to_path_buf();
         let server = &b.certs().server;
-        let cluster = format!(
-            "bootstrap: \"{}\", tls: {{ ca_file: \"{}\" }}",
-            b.bootstrap(),
-            ca.display()
-        );
+        let cluster = if tls_mode == "client" {
+            format!("bootstrap: \"{}\"", b.plaintext_addr())
+        } else {
+            format!(
+                "bootstrap: \"{}\", tls: {{ ca_file: \"{}\" }}",
+                b.bootstrap(),
+                ca.display()
+            )
+        };
         let proxy_tls = format!(
             "  tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
             server.cert.display(),
@@ -243,10 +248,10 @@ fn main() {
     let _ = writeln!(
         out,
         "\n## kflip memory per idle client connection ({}, open files limit {limit})\n",
-        if with_tls {
-            "TLS on both sides"
-        } else {
-            "plain"
+        match tls_mode.as_str() {
+            "1" => "TLS on both sides",
+            "client" => "TLS from clients to kflip",
+            _ => "plain",
         }
     );
     let _ = writeln!(
