@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 use super::auth_files::current;
 use super::{upstream, Shared};
@@ -300,7 +300,7 @@ pub(super) async fn sasl_request(
 pub(super) async fn authenticate(
     shared: &Shared,
     cfg: &ProxyConfig,
-    client_in: &mut BufReader<ReadHalf>,
+    client_in: &mut super::lazy_buf::LazyBufReader<ReadHalf>,
     client_out: &mut WriteHalf,
 ) -> Result<String, Fault> {
     let deadline = tokio::time::Instant::now() + cfg.auth_timeout;

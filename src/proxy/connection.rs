@@ -16,12 +16,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::loops::{request_loop, response_loop, Stop, MAX_IN_FLIGHT};
+use super::lazy_buf::LazyBufReader;
+use super::loops::{request_loop, Stop, CLIENT_BUFFER, MAX_IN_FLIGHT};
+use super::responses::response_loop;
 use super::session::{Ctx, Renewal};
 use super::{upstream, ListenerKind, Shared, SwitchState};
 use crate::admin::metrics::Rejected;
@@ -53,6 +54,11 @@ struct Upstream {
 
 /// Serves one client connection until it closes.
 ///
+/// This future lives as long as the connection, so the steps that run
+/// only at its start or at a switch (TLS, login, discovery, connecting
+/// upstream) are boxed: their state is allocated while they run instead of
+/// enlarging every idle connection's task.
+///
 /// The client connection outlives switches: when the active cluster
 /// changes, new requests are held, in-flight ones finish (bounded by
 /// `proxy.switch_drain`), and the connection is re-routed to the same
@@ -64,7 +70,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let client = match accept_tls(&shared, client).await {
+    let client = match Box::pin(accept_tls(&shared, client)).await {
         Ok(c) => c,
         Err(e) => {
             shared.metrics.rejected(Rejected::Tls);
@@ -73,18 +79,25 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         }
     };
     let (cr, mut cw) = client.split();
-    let mut cr = BufReader::with_capacity(64 * 1024, cr);
-    let startup = shared.proxy_config();
-    let principal = match &startup.sasl {
-        None => None,
-        Some(_) => match super::auth::authenticate(&shared, &startup, &mut cr, &mut cw).await {
-            Ok(p) => Some(p),
-            Err(e) => {
-                shared.metrics.rejected(Rejected::Auth);
-                crate::error::log_closing(&e, "closing client connection");
-                return;
-            }
-        },
+    let mut cr = LazyBufReader::new(cr, CLIENT_BUFFER);
+    // Scoped: the startup snapshot is not kept for the connection's life.
+    let principal = {
+        let startup = shared.proxy_config();
+        match &startup.sasl {
+            None => None,
+            Some(_) => match Box::pin(super::auth::authenticate(
+                &shared, &startup, &mut cr, &mut cw,
+            ))
+            .await
+            {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    shared.metrics.rejected(Rejected::Auth);
+                    crate::error::log_closing(&e, "closing client connection");
+                    return;
+                }
+            },
+        }
     };
     // Subscribe before reading the state, and keep this one receiver for
     // the connection's life: a switch that happens while a session is being
@@ -104,19 +117,27 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
         };
         let cfg = shared.proxy_config();
         let cluster = state.active.clone();
-        upstream::ensure_discovered(&shared, &cluster, kind).await;
-        let upstream = match connect(
+        Box::pin(upstream::ensure_discovered(&shared, &cluster, kind)).await;
+        let upstream = match Box::pin(connect(
             &shared,
             &cluster,
             kind,
             cfg.connect_timeout,
             principal.as_deref(),
-        )
+        ))
         .await
         {
             Ok(u) => u,
             Err(e) if e.retriable() => {
-                match hold_unreachable(&shared, &state, kind, &cfg, principal.as_deref()).await {
+                match Box::pin(hold_unreachable(
+                    &shared,
+                    &state,
+                    kind,
+                    &cfg,
+                    principal.as_deref(),
+                ))
+                .await
+                {
                     Held::Connected(u) => u,
                     Held::Switched(next) => {
                         state = next;
@@ -262,7 +283,7 @@ async fn accept_tls(shared: &Shared, client: TcpStream) -> Result<Stream, Fault>
 /// shutdown, or a switch.
 async fn session(
     ctx: &Ctx,
-    client_in: &mut BufReader<ReadHalf>,
+    client_in: &mut LazyBufReader<ReadHalf>,
     client_out: &mut WriteHalf,
     upstream: Stream,
     switches: &mut watch::Receiver<SwitchState>,

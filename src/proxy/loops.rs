@@ -1,62 +1,66 @@
-//! The two loops of an upstream session.
+//! The request loop of an upstream session, and the correlation queue it
+//! shares with the response loop ([`super::responses`]).
 //!
 //! The request loop reads client frames, answers ApiVersions itself,
 //! refuses what kflip does not serve, passes each request through the
 //! filter chain ([`crate::protocol::filters`]), records each request that
 //! expects a response in the session's correlation queue, and forwards the
-//! frame. The response loop takes the queue in order (Kafka answers
-//! requests on one connection in order), reads the matching upstream
-//! response within [`ProxyConfig::idle_timeout`], checks its correlation
-//! id, lets the filter that forwarded it observe it, rewrites it if its API
-//! carries addresses, and writes it.
+//! frame. The response loop answers the queue in order.
 
 use std::time::{Duration, Instant};
 
 use crate::cluster::stream::{ReadHalf, WriteHalf};
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::addresses::{rewrite, ConnMap};
+use super::lazy_buf::LazyBufReader;
 use super::session::Ctx;
 use super::{auth, upstream, SwitchState};
 use crate::admin::metrics::Timed;
 use crate::codec::frame::{read_frame, Frame};
 use crate::codec::header::{parse_request_head, produce_acks};
-use crate::config::ProxyConfig;
 use crate::error::Fault;
 use crate::failover::InFlight;
 use crate::kafka::api_name;
+use crate::protocol::api_versions;
 use crate::protocol::filters::{self, Observe, Request, Verdict};
 use crate::protocol::versions::{policy, Handling, VersionTable};
-use crate::protocol::{api_versions, fetch};
 
 /// Most requests a client may have in flight on one connection; the request
 /// loop stops reading when this many are waiting for responses.
 pub(super) const MAX_IN_FLIGHT: usize = 1024;
 
+/// The client reader's buffer while requests flow. Large request bodies
+/// are read straight into their frame, so this serves runs of small ones.
+pub(super) const CLIENT_BUFFER: usize = 64 * 1024;
+
 /// What the response loop must send next, in request order: the session's
-/// correlation queue.
+/// correlation queue. Kept small: tokio allocates a channel's slots 32 at a
+/// time, and every idle connection holds one such block.
 pub(super) enum Pending<'a> {
     /// Read the response to this request from upstream.
-    Upstream {
-        correlation_id: i32,
-        api: ApiKey,
-        version: i16,
-        handling: Handling,
-        /// What the filter that forwarded it learns from the response.
-        observe: Observe,
-        /// Counts the request as in flight until it is answered or dropped.
-        _counted: InFlight,
-        /// Its latency, or an error if it is never answered.
-        timed: Timed<'a>,
-    },
+    Upstream(Box<Awaited<'a>>),
     /// A response kflip made itself.
     Local(Frame),
     /// A response kflip made itself, sent after a pause (an empty Fetch
     /// answer waits like a broker's long poll would).
-    Delayed(Bytes, Duration),
+    Delayed(Box<(Bytes, Duration)>),
+}
+
+/// A forwarded request whose response is awaited from upstream.
+pub(super) struct Awaited<'a> {
+    pub(super) correlation_id: i32,
+    pub(super) api: ApiKey,
+    pub(super) version: i16,
+    pub(super) handling: Handling,
+    /// What the filter that forwarded it learns from the response.
+    pub(super) observe: Observe,
+    /// Counts the request as in flight until it is answered or dropped.
+    pub(super) _counted: InFlight,
+    /// Its latency, or an error if it is never answered.
+    pub(super) timed: Timed<'a>,
 }
 
 /// Why the request loop stopped reading.
@@ -78,7 +82,7 @@ fn ended() -> Fault {
 
 pub(super) async fn request_loop<'a>(
     ctx: &'a Ctx,
-    client: &mut BufReader<ReadHalf>,
+    client: &mut LazyBufReader<ReadHalf>,
     upstream: &mut WriteHalf,
     tx: mpsc::Sender<Pending<'a>>,
     switch: &mut watch::Receiver<SwitchState>,
@@ -92,6 +96,9 @@ pub(super) async fn request_loop<'a>(
         } else {
             ctx.cfg.idle_timeout
         };
+        // Between requests the reader gives its buffer back (it keeps one
+        // only while holding unread bytes): an idle connection holds none.
+        client.release();
         // The select waits for a frame's first bytes without taking them
         // (fill_buf keeps what it read in the buffer), so a switch or a
         // renewal never cuts a frame in half; the frame is read after it.
@@ -171,7 +178,8 @@ pub(super) async fn request_loop<'a>(
             })
             .map_err(refused)?;
         if versions.is_none() {
-            versions = Some(upstream::advertised_versions(&ctx.shared, &ctx.cluster).await?);
+            versions =
+                Some(Box::pin(upstream::advertised_versions(&ctx.shared, &ctx.cluster)).await?);
         }
         let table = versions.as_ref().expect("set above");
         if handling == Handling::Local {
@@ -183,7 +191,7 @@ pub(super) async fn request_loop<'a>(
             // SASL after login: the client re-authenticates (KIP-368), as
             // the same principal.
             let body = &frame.payload()[head.body_offset.unwrap_or(0)..];
-            let outcome = auth::sasl_request(
+            let outcome = Box::pin(auth::sasl_request(
                 &ctx.shared,
                 &ctx.cfg,
                 &mut sasl,
@@ -191,7 +199,7 @@ pub(super) async fn request_loop<'a>(
                 head.api_version,
                 head.correlation_id,
                 body,
-            )
+            ))
             .await?;
             let (answer, stop) = match outcome {
                 auth::Outcome::Reply(out) => (out, None),
@@ -206,7 +214,7 @@ pub(super) async fn request_loop<'a>(
                 }
                 auth::Outcome::Refused(out, why) => (out, Some(why)),
             };
-            tx.send(Pending::Delayed(answer, Duration::ZERO))
+            tx.send(Pending::Delayed(Box::new((answer, Duration::ZERO))))
                 .await
                 .map_err(|_| ended())?;
             if let Some(why) = stop {
@@ -244,10 +252,10 @@ pub(super) async fn request_loop<'a>(
             body_offset,
             frame,
         };
-        let (frame, observe) = match filters::on_request(&ctx.filters, req).await? {
+        let (frame, observe) = match Box::pin(filters::on_request(&ctx.filters, req)).await? {
             Verdict::Forward(frame, observe) => (frame, observe),
             Verdict::Answer(answer, pause) => {
-                tx.send(Pending::Delayed(answer, pause))
+                tx.send(Pending::Delayed(Box::new((answer, pause))))
                     .await
                     .map_err(|_| ended())?;
                 continue;
@@ -255,7 +263,7 @@ pub(super) async fn request_loop<'a>(
             Verdict::Drop => continue,
         };
         if expects_response {
-            let pending = Pending::Upstream {
+            let pending = Pending::Upstream(Box::new(Awaited {
                 correlation_id: head.correlation_id,
                 api,
                 version: head.api_version,
@@ -263,7 +271,7 @@ pub(super) async fn request_loop<'a>(
                 observe,
                 _counted: ctx.shared.board.forwarded(),
                 timed: Timed::new(metrics, head.api_key, arrived),
-            };
+            }));
             tx.send(pending).await.map_err(|_| ended())?;
         }
         upstream
@@ -280,124 +288,4 @@ async fn renewal_due(ctx: &Ctx) {
         Some(r) => tokio::time::sleep_until(r.at).await,
         None => std::future::pending().await,
     }
-}
-
-/// How long kflip waits for one upstream response: as long as it lets a
-/// client stay idle (`proxy.idle_timeout`). Brokers answer within the
-/// client's request timeout or hold a request for a bounded time (a
-/// JoinGroup for the rebalance timeout, a Fetch for its max wait); a broker
-/// that never answers would otherwise hold the session forever.
-pub(super) fn response_timeout(cfg: &ProxyConfig) -> Duration {
-    cfg.idle_timeout
-}
-
-pub(super) async fn response_loop<'a>(
-    ctx: &'a Ctx,
-    upstream: ReadHalf,
-    client: &mut WriteHalf,
-    mut rx: mpsc::Receiver<Pending<'a>>,
-) -> Result<(), Fault> {
-    let metrics = &*ctx.shared.metrics;
-    let mut upstream = BufReader::with_capacity(256 * 1024, upstream);
-    let bound = response_timeout(&ctx.cfg);
-    let late = || {
-        Fault::upstream(
-            &ctx.cluster,
-            format!("no response within {bound:?} (proxy.idle_timeout)"),
-        )
-    };
-    let client_write = |e: std::io::Error| Fault::client(format!("client write failed: {e}"));
-    while let Some(pending) = rx.recv().await {
-        let out = match pending {
-            Pending::Local(frame) => frame.0.freeze(),
-            Pending::Delayed(frame, pause) => {
-                tokio::time::sleep(pause).await;
-                frame
-            }
-            Pending::Upstream {
-                correlation_id,
-                api: ApiKey::Fetch,
-                version,
-                handling: Handling::Rewrite,
-                timed,
-                ..
-            } => {
-                // Streamed: the records go to the client as they arrive.
-                let len = tokio::time::timeout(bound, read_len(&mut upstream, ctx))
-                    .await
-                    .map_err(|_| late())??;
-                client
-                    .write_all(&(len as i32).to_be_bytes())
-                    .await
-                    .map_err(client_write)?;
-                let map = ConnMap::new(ctx);
-                fetch::stream_fetch(&mut upstream, client, len, version, correlation_id, &map)
-                    .await
-                    .map_err(|e| Fault::upstream(&ctx.cluster, e))?;
-                metrics.sent(len + 4);
-                timed.answered();
-                continue;
-            }
-            Pending::Upstream {
-                correlation_id,
-                api,
-                version,
-                handling,
-                observe,
-                timed,
-                ..
-            } => {
-                // Fetch responses are streamed; every other response is
-                // read whole, so it is held to the same bound as requests.
-                let frame =
-                    tokio::time::timeout(bound, read_frame(&mut upstream, ctx.cfg.max_frame_bytes))
-                        .await
-                        .map_err(|_| late())?
-                        .map_err(|e| Fault::upstream(&ctx.cluster, e))?
-                        .ok_or_else(|| closed(ctx))?;
-                let got = frame
-                    .payload()
-                    .get(..4)
-                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                if got != Some(correlation_id) {
-                    return Err(Fault::upstream(
-                        &ctx.cluster,
-                        format!("response correlation id {got:?} does not match request {correlation_id}"),
-                    ));
-                }
-                filters::on_response(&ctx.filters, observe, version, frame.payload());
-                let out = match handling {
-                    Handling::Rewrite => rewrite(ctx, api, version, frame.0.freeze()).await?,
-                    _ => frame.0.freeze(),
-                };
-                client.write_all(&out).await.map_err(client_write)?;
-                metrics.sent(out.len());
-                timed.answered();
-                continue;
-            }
-        };
-        client.write_all(&out).await.map_err(client_write)?;
-        metrics.sent(out.len());
-    }
-    Ok(())
-}
-
-fn closed(ctx: &Ctx) -> Fault {
-    Fault::upstream(
-        &ctx.cluster,
-        "closed the connection with requests in flight",
-    )
-}
-
-/// Reads a response's length prefix.
-async fn read_len(upstream: &mut BufReader<ReadHalf>, ctx: &Ctx) -> Result<usize, Fault> {
-    use tokio::io::AsyncReadExt;
-    let mut prefix = [0u8; 4];
-    upstream
-        .read_exact(&mut prefix)
-        .await
-        .map_err(|_| closed(ctx))?;
-    let len = i32::from_be_bytes(prefix);
-    usize::try_from(len)
-        .map_err(|_| Fault::upstream(&ctx.cluster, format!("negative frame length {len}")))
 }

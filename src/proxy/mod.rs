@@ -5,15 +5,19 @@
 //! - [`listeners`]: the bootstrap listener and one lazily bound listener per
 //!   virtual broker, each with an accept loop and the connection cap;
 //! - [`connection`]: one task per client connection, pumping frames to one
-//!   upstream broker and rewriting responses;
+//!   upstream broker and rewriting responses ([`loops`] reads requests,
+//!   [`responses`] answers them; [`lazy_buf`] buffers both sides only while
+//!   data moves);
 //! - [`upstream`]: what kflip itself asks the clusters (API versions, brokers).
 
 mod addresses;
 mod auth;
 mod auth_files;
 mod connection;
+mod lazy_buf;
 mod listeners;
 mod loops;
+mod responses;
 mod session;
 mod upstream;
 
