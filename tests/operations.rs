@@ -500,30 +500,24 @@ fn the_fleet_sees_its_members_through_the_state_topic_and_who_forwards_elsewhere
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    // A runs the engine, whose flows create the state topics; B is a
-    // sidecar-style proxy of its own file.
-    let a = Kflip::start_command("run", &config(dcs, &admin_a, "dc1"), "kflip=debug,info");
-    let b_yaml = |active: &str| {
+    // A runs the engine, whose flows create the state topics; B and later
+    // E are sidecar-style proxies of their own files. Their own state topic
+    // keeps them apart from the other tests of this binary.
+    const STATE: &str = "replication:\n  state_topic: _kflip_fleet\n";
+    let a_yaml = |active: &str| config(dcs, &admin_a, active).replace("replication:\n", STATE);
+    let a = Kflip::start_command("run", &a_yaml("dc1"), "kflip=debug,info");
+    let proxy_yaml = |admin: &str, active: &str| {
         format!(
-            "{}admin:\n  listen: \"{admin_b}\"\n",
+            "{}admin:\n  listen: \"{admin}\"\n{STATE}  flows: []\n",
             dcs.config(active, "")
         )
     };
-    let b = Kflip::start(&b_yaml("dc1"));
-    // Only this test's kflips: others of this binary share the clusters.
-    let ours = [a.pid(), b.pid()].map(|p| format!("-{}", p.unwrap()));
-    let is_ours = |m: &Value| {
-        let i = m["instance"].as_str().unwrap_or("");
-        ours.iter().any(|p| i.ends_with(p.as_str()))
-    };
+    let b = Kflip::start(&proxy_yaml(&admin_b, "dc1"));
     let members = |admin: &str| -> Vec<Value> {
         try_status(admin).unwrap_or_default()["fleet"]["members"]
             .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|m| is_ours(m))
             .cloned()
-            .collect()
+            .unwrap_or_default()
     };
     for admin in [&admin_a, &admin_b] {
         wait_for("both kflips in the fleet", Duration::from_secs(60), || {
@@ -533,7 +527,7 @@ fn the_fleet_sees_its_members_through_the_state_topic_and_who_forwards_elsewhere
     }
     // An engine with no proxy of its own learns where clients are.
     let c = Kflip::replicate(&format!(
-        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nadmin:\n  listen: \"127.0.0.1:{}\"\nreplication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [\"ops-c-.*\"] }}\n",
+        "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nadmin:\n  listen: \"127.0.0.1:{}\"\n{STATE}  flows:\n    - {{ source: dc1, target: dc2, topics: [\"ops-c-.*\"] }}\n",
         dcs.dc1.bootstrap(),
         dcs.dc2.bootstrap(),
         free_port()
@@ -543,25 +537,55 @@ fn the_fleet_sees_its_members_through_the_state_topic_and_who_forwards_elsewhere
         Duration::from_secs(60),
     );
 
-    // B moves to dc2 alone: A sees it and says so.
-    b.write_config(&b_yaml("dc2"));
+    // B moves to dc2 alone: A sees it and says so; one against one, both
+    // still take writes.
+    b.write_config(&proxy_yaml(&admin_b, "dc2"));
     let who = wait_for("A to see B on dc2", Duration::from_secs(60), || {
-        let d: Vec<Value> = status(&admin_a)["fleet"]["disagree"]
-            .as_array()?
-            .iter()
-            .filter(|m| is_ours(m))
-            .cloned()
-            .collect();
+        let d = status(&admin_a)["fleet"]["disagree"].as_array()?.clone();
         (d.len() == 1).then_some(d)
     });
     assert_eq!(who[0]["active"], "dc2");
-    assert!(metric(&admin_a, "kflip_fleet_disagreeing").unwrap_or(0.0) >= 1.0);
+    assert_eq!(metric(&admin_a, "kflip_fleet_disagreeing"), Some(1.0));
     a.wait_log(
         "fleet members forward to another cluster",
         Duration::from_secs(10),
     );
     let (_, out, _) = kflip(&["status", "-c", a.config_path().to_str().unwrap()]);
     assert!(out.contains("FORWARDING ELSEWHERE"), "{out}");
+    create_topic(&dcs.dc1.bootstrap(), "ops-fleet-w", 1);
+    clients::produce(&a.addr(), "ops-fleet-w", &["tie".to_string()]);
+
+    // E joins B on dc2: A is behind its fleet and takes no writes, with a
+    // retriable error, until its own file names dc2.
+    let admin_e = format!("127.0.0.1:{}", free_port());
+    let _e = Kflip::start(&proxy_yaml(&admin_e, "dc2"));
+    wait_for("A to know it is behind", Duration::from_secs(60), || {
+        (status(&admin_a)["fleet"]["behind_fleet"] == "dc2").then_some(())
+    });
+    let acks = Acks::default();
+    let p: ThreadedProducer<Acks> = clients::config(&a.addr())
+        .set("message.timeout.ms", "3000")
+        .create_with_context(acks.clone())
+        .unwrap();
+    p.send(BaseRecord::to("ops-fleet-w").key("held").payload("held"))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let _ = p.flush(Duration::from_secs(10));
+    assert_eq!(acks.ok.load(Ordering::Relaxed), 0, "A took a write");
+    assert_eq!(acks.failed.load(Ordering::Relaxed), 1);
+    a.wait_log("Produce held back", Duration::from_secs(10));
+    assert_eq!(
+        clients::values(&dcs.dc1.bootstrap(), "ops-fleet-w"),
+        vec!["tie"],
+        "nothing written to the cluster the fleet left"
+    );
+    a.write_config(&a_yaml("dc2"));
+    wait_for("A to follow its fleet", Duration::from_secs(60), || {
+        status(&admin_a)["fleet"]["behind_fleet"]
+            .is_null()
+            .then_some(())
+    });
+    clients::produce(&a.addr(), "ops-fleet-w", &["after".to_string()]);
 }
 
 #[test]

@@ -344,6 +344,7 @@ pub fn run(sources: Arc<Sources>, rt: tokio::runtime::Handle) {
             }
         }
         follow_fleet(&sources, &mut followed);
+        hold_behind(&sources, &b);
         serve_asks(&sources, &rt);
         // Say it once when members start or stop disagreeing.
         let now: Vec<String> = disagreements(&sources.fleet.members(), &b)
@@ -434,6 +435,39 @@ fn follow_fleet(s: &Sources, followed: &mut Option<String>) {
         );
         engine.set_active(&active);
         *followed = Some(active);
+    }
+}
+
+/// A proxy whose cluster fewer live proxies forward to than another one
+/// (itself counted) is behind its fleet: it takes no writes until its file
+/// catches up ([`crate::protocol::filters::fleet`]).
+fn hold_behind(s: &Sources, me: &Beacon) {
+    let (Some(proxy), Some(mine)) = (&s.proxy, &me.active) else {
+        return;
+    };
+    let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+    *votes.entry(mine.clone()).or_default() += 1;
+    for m in s.fleet.members() {
+        if let (false, false, Some(a)) = (m.me, age(&m.beacon) >= STALE_AFTER, m.beacon.active) {
+            *votes.entry(a).or_default() += 1;
+        }
+    }
+    let here = votes.get(mine).copied().unwrap_or(0);
+    let elsewhere = votes
+        .into_iter()
+        .filter(|(c, n)| c != mine && *n > here)
+        .max_by_key(|(_, n)| *n)
+        .map(|(c, _)| ClusterName::from(c.as_str()));
+    let board = proxy.board();
+    let before = board.fleet_elsewhere();
+    if before != elsewhere {
+        match &elsewhere {
+            Some(c) => {
+                tracing::warn!(fleet = %c, this = %mine, "most of the fleet forwards to another cluster: this proxy takes no writes until its config names it")
+            }
+            None => tracing::info!("this proxy forwards where its fleet does; writes go on"),
+        }
+        board.set_fleet_elsewhere(elsewhere);
     }
 }
 

@@ -74,6 +74,7 @@ pub(super) fn status(s: &Sources) -> Value {
             v["stale"] = json!(super::fleet::age(&m.beacon) >= super::fleet::STALE_AFTER);
             v
         }).collect::<Vec<_>>(),
+        "behind_fleet": s.proxy.as_ref().and_then(|p| p.board().fleet_elsewhere()).map(|c| c.to_string()),
         "disagree": disagree.iter().map(|m| json!({
             "instance": m.beacon.instance,
             "active": m.beacon.active,

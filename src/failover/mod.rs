@@ -110,6 +110,9 @@ pub struct Switchboard {
     switches: std::sync::Mutex<Switches>,
     /// The fleet's engines, for a proxy with no engine of its own.
     remote: std::sync::OnceLock<std::sync::Arc<dyn RemoteEngines>>,
+    /// The cluster most of the fleet's live proxies forward to, when it is
+    /// not this proxy's (`crate::protocol::filters::fleet`).
+    fleet_elsewhere: std::sync::Mutex<Option<ClusterName>>,
 }
 
 /// What the fleet's engines (other processes) did for one planned switch.
@@ -172,6 +175,7 @@ impl Switchboard {
             shutdown,
             switches: Default::default(),
             remote: Default::default(),
+            fleet_elsewhere: Default::default(),
         }
     }
 
@@ -212,6 +216,22 @@ impl Switchboard {
     /// The fleet's engines, if known.
     pub fn remote(&self) -> Option<&std::sync::Arc<dyn RemoteEngines>> {
         self.remote.get()
+    }
+
+    /// Where most of the fleet forwards, if not where this proxy does.
+    pub fn fleet_elsewhere(&self) -> Option<ClusterName> {
+        self.fleet_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Set by the fleet view on every look.
+    pub fn set_fleet_elsewhere(&self, cluster: Option<ClusterName>) {
+        *self
+            .fleet_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = cluster;
     }
 
     /// The switches this process ran.

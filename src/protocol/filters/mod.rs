@@ -24,6 +24,7 @@
 //! (`proxy::addresses`): it binds the listeners it points clients at.
 
 pub mod consumer;
+pub mod fleet;
 pub mod groups;
 pub mod producers;
 pub mod provenance;
@@ -220,6 +221,9 @@ pub async fn on_request(cx: &ConnCtx, req: Request) -> Result<Verdict, Fault> {
             let view = crate::codec::produce_batches(req.body(), req.version);
             if let Some(refused) = provenance::refuse(cx, &req, view.as_ref().ok())? {
                 return Ok(refused);
+            }
+            if let Some(held) = fleet::refuse(cx, &req, view.as_ref().ok())? {
+                return Ok(held);
             }
             producers::produce(cx, req, view).await
         }
