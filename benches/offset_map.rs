@@ -63,14 +63,14 @@ fn row(records: i64) {
     }
     let translate_ns = started.elapsed().as_nanos() as f64 / probes as f64;
     std::hint::black_box(sum);
-    let memory = map.runs().len() * std::mem::size_of::<kflip::offsets::Run>();
+    let memory = std::mem::size_of_val(map.runs());
     let encoded = map.encode().len();
     let runs = map.len();
     if runs > KEEP_RUNS {
         let cut = map.runs()[runs - KEEP_RUNS].source;
         map.prune_before(cut);
     }
-    let pruned_memory = map.runs().len() * std::mem::size_of::<kflip::offsets::Run>();
+    let pruned_memory = std::mem::size_of_val(map.runs());
     println!(
         "| {records} | {runs} | {} | {:.2} B | {} | {record_ns:.1} | {translate_ns:.1} | {}, {} |",
         human(memory),
