@@ -562,6 +562,7 @@ fn the_fleet_sees_its_members_through_the_state_topic_and_who_forwards_elsewhere
     wait_for("A to know it is behind", Duration::from_secs(60), || {
         (status(&admin_a)["fleet"]["behind_fleet"] == "dc2").then_some(())
     });
+    assert_eq!(metric(&admin_a, "kflip_fleet_behind"), Some(1.0));
     let acks = Acks::default();
     let p: ThreadedProducer<Acks> = clients::config(&a.addr())
         .set("message.timeout.ms", "3000")

@@ -291,6 +291,13 @@ impl prometheus_client::collector::Collector for Scrape {
             super::fleet::disagreements(&members, &super::fleet::current(s)).len() as f64,
         )?;
         if let Some(proxy) = &s.proxy {
+            single(
+                &mut enc,
+                "kflip_fleet_behind",
+                "1 while most of the fleet's live proxies forward to another cluster: this proxy refuses writes.",
+                Gauge,
+                bool_f(proxy.board().fleet_elsewhere().is_some()),
+            )?;
             self.proxy(&mut enc, proxy)?;
         }
         if let Some(engine) = &s.engine {

@@ -147,12 +147,18 @@ pub(super) fn render_status(st: &Value) -> String {
             .collect();
         let _ = writeln!(
             o,
-            "fleet    {} live kflips seen through the state topics{}",
+            "fleet    {} live kflips seen through the state topics{}{}",
             live.len(),
             if disagree.is_empty() {
                 String::new()
             } else {
                 format!("; FORWARDING ELSEWHERE: {}", disagree.join(", "))
+            },
+            match st["fleet"]["behind_fleet"].as_str() {
+                Some(c) => format!(
+                    "\n         THIS PROXY IS BEHIND ITS FLEET (most forward to {c}): writes refused until its file names {c}"
+                ),
+                None => String::new(),
             }
         );
     }
