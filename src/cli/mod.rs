@@ -434,8 +434,13 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                     .as_ref()
                     .map(|r| format!(", {} replication flows", r.flows.len()))
                     .unwrap_or_default();
+                let admin = c
+                    .admin
+                    .as_ref()
+                    .map(|a| format!(", admin API on {}", a.listen))
+                    .unwrap_or_default();
                 println!(
-                    "{}: ok ({} clusters{proxy}{flows})",
+                    "{}: ok ({} clusters{proxy}{flows}{admin})",
                     f.display(),
                     c.clusters.len()
                 );
