@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use super::Sources;
+use crate::replication::state::PartitionLag;
 
 /// One past the largest Kafka API key counted separately; larger keys are
 /// refused before they are counted.
@@ -489,6 +490,9 @@ impl Scrape {
     }
 }
 
+/// One lag figure of a partition.
+type LagValue = fn(&PartitionLag) -> f64;
+
 fn engine_metrics(
     enc: &mut DescriptorEncoder,
     engine: &crate::replication::Engine,
@@ -557,43 +561,41 @@ fn engine_metrics(
             .iter()
             .flat_map(|l| l.partitions.iter().map(move |p| (l.flow.as_str(), p)))
     };
-    let mut partitions: Vec<(String, &str, &crate::replication::state::PartitionLag)> = parts()
+    let mut partitions: Vec<(String, &str, &PartitionLag)> = parts()
         .map(|(f, p)| (p.partition.to_string(), f, p))
         .collect();
     partitions
         .sort_by(|a, b| (a.1, &a.2.topic, a.2.partition).cmp(&(b.1, &b.2.topic, b.2.partition)));
-    family(
-        enc,
-        "kflip_replication_lag_records",
-        "Source records not yet copied and acknowledged, by flow, topic and partition.",
-        Gauge,
-        partitions.iter().map(|(n, f, p)| {
-            (
-                vec![
-                    ("flow", *f),
-                    ("topic", p.topic.as_str()),
-                    ("partition", n.as_str()),
-                ],
-                p.records.max(0) as f64,
-            )
-        }),
-    )?;
-    family(
-        enc,
-        "kflip_replication_lag_seconds",
-        "Age of the oldest source record not yet copied, by flow, topic and partition.",
-        Gauge,
-        partitions.iter().map(|(n, f, p)| {
-            (
-                vec![
-                    ("flow", *f),
-                    ("topic", p.topic.as_str()),
-                    ("partition", n.as_str()),
-                ],
-                p.seconds,
-            )
-        }),
-    )?;
+    let lag: [(&str, &str, LagValue); 2] = [
+        (
+            "kflip_replication_lag_records",
+            "Source records not yet copied and acknowledged, by flow, topic and partition.",
+            |p| p.records.max(0) as f64,
+        ),
+        (
+            "kflip_replication_lag_seconds",
+            "Age of the oldest source record not yet copied, by flow, topic and partition.",
+            |p| p.seconds,
+        ),
+    ];
+    for (name, help, value) in lag {
+        family(
+            enc,
+            name,
+            help,
+            Gauge,
+            partitions.iter().map(|(n, f, p)| {
+                (
+                    vec![
+                        ("flow", *f),
+                        ("topic", p.topic.as_str()),
+                        ("partition", n.as_str()),
+                    ],
+                    value(p),
+                )
+            }),
+        )?;
+    }
     let held: Vec<_> = engine
         .orphans()
         .into_iter()
