@@ -48,6 +48,7 @@ pub mod error;
 pub mod failover;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod inventory;
 pub mod kafka;
 pub mod offsets;
 pub mod protocol;

@@ -13,6 +13,7 @@
 //! Nothing here returns a secret: cluster errors come from
 //! [`crate::kafka::ClientError`], which never carries one.
 
+mod clients;
 pub mod fleet;
 pub mod metrics;
 pub mod probe;
@@ -202,6 +203,7 @@ async fn handle(sources: &Arc<Sources>, req: Request<Incoming>) -> Response<Full
             }
         }
         ("/status", true, _) => json(StatusCode::OK, &status::status(sources)),
+        ("/clients", true, _) => json(StatusCode::OK, &clients::clients(sources)),
         ("/offsets/translate", true, _) => match translate(sources, &query).await {
             Ok(v) => json(StatusCode::OK, &v),
             Err((code, why)) => json(code, &serde_json::json!({ "error": why })),
@@ -227,7 +229,11 @@ async fn handle(sources: &Arc<Sources>, req: Request<Incoming>) -> Response<Full
                 Err(why) => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": why })),
             }
         }
-        ("/healthz" | "/readyz" | "/metrics" | "/status" | "/offsets/translate", false, _)
+        (
+            "/healthz" | "/readyz" | "/metrics" | "/status" | "/clients" | "/offsets/translate",
+            false,
+            _,
+        )
         | ("/orphans/restore", _, false) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }

@@ -63,6 +63,9 @@ pub(super) fn status(s: &Sources) -> Value {
             "last_switch": switches.last,
         });
     }
+    if s.proxy.is_some() {
+        out["clients"] = super::clients::clients(s)["clients"].take();
+    }
     let me = super::fleet::current(s);
     let members = s.fleet.members();
     let disagree = super::fleet::disagreements(&members, &me);

@@ -1,6 +1,7 @@
 //! The `kflip` command line.
 
 mod admin_client;
+mod clients;
 mod edit;
 mod ops;
 mod reset;
@@ -229,6 +230,20 @@ enum Command {
         #[command(flatten)]
         flip: FlipArgs,
     },
+    /// Every client the proxy has seen: topics produced and consumed, groups,
+    /// acks, idempotence, transactions, client software, where consumers
+    /// without offsets start, policy violations, and what a switch would
+    /// cost each.
+    ///
+    /// Example: kflip clients -c kflip.yaml [--json]
+    #[command(verbatim_doc_comment)]
+    Clients {
+        #[command(flatten)]
+        target: Target,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Consumer-group offsets: translate, reset.
     ///
     /// Example: kflip offsets translate -c kflip.yaml --group payments
@@ -265,6 +280,11 @@ pub fn main() -> ExitCode {
         Command::Status { target, json } => {
             done(ops::status(&target.config, target.admin.as_deref(), json))
         }
+        Command::Clients { target, json } => done(clients::clients(
+            &target.config,
+            target.admin.as_deref(),
+            json,
+        )),
         Command::Failover { to, flip } => done(ops::flip(ops::Flip {
             path: &flip.target.config,
             to: Some(&to),

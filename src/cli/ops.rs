@@ -452,6 +452,15 @@ fn dry_run(cfg: &Config, current: &str, to: &str, status: Result<Value, Exit>) -
             }
         }
     }
+    let hurt = super::clients::at_risk(&st);
+    if hurt.is_empty() {
+        println!("clients seen: none that a switch would hurt (kflip clients lists them all)");
+    } else {
+        println!("clients a switch would hurt ({}):", hurt.len());
+        for line in hurt {
+            println!("  {line}");
+        }
+    }
     Ok(())
 }
 

@@ -128,6 +128,13 @@ impl<'a> Walk<'a> {
         self.str_opt(what)?.ok_or(ParseError::Malformed(what))
     }
 
+    /// A string that may not be null, borrowed from the buffer.
+    pub(super) fn str_ref(&mut self, what: &'static str) -> Result<&'a str, ParseError> {
+        let n = self.len(false, what)?.ok_or(ParseError::Malformed(what))?;
+        let b = self.take(n, what)?;
+        std::str::from_utf8(b).map_err(|_| ParseError::Malformed(what))
+    }
+
     /// Skips a nullable string without decoding it.
     pub(super) fn skip_str(&mut self, what: &'static str) -> Result<(), ParseError> {
         if let Some(n) = self.len(false, what)? {

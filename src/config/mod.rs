@@ -11,6 +11,7 @@
 //! `values`, which depends on neither. [`watch`] reloads the file.
 
 mod model;
+pub mod policy;
 mod replication;
 pub mod secrets;
 pub mod security;
@@ -65,6 +66,8 @@ pub struct Config {
     pub replication: Option<ReplicationConfig>,
     /// The admin listener, if the file has one.
     pub admin: Option<AdminConfig>,
+    /// The DR policy rules (empty when the file has none).
+    pub policy: Arc<policy::Policy>,
 }
 
 /// The admin HTTP listener.

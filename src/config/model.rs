@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub replication: Option<ReplicationFile>,
     /// `admin:` the HTTP listener for metrics, status and probes.
     pub admin: Option<AdminFile>,
+    /// `policy:` DR rules checked on client requests.
+    pub policy: Option<Vec<super::policy::RuleFile>>,
 }
 
 /// The `admin:` section.

@@ -1,5 +1,6 @@
 //! Turns a raw [`FileConfig`] into a [`Config`], naming the key of every error.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -77,11 +78,16 @@ pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         }
         None => None,
     };
+    let policy = match file.policy {
+        Some(rules) => super::policy::validate_policy(rules)?,
+        None => super::policy::Policy::default(),
+    };
     Ok(Config {
         clusters,
         proxy,
         replication,
         admin,
+        policy: Arc::new(policy),
     })
 }
 

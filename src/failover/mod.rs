@@ -113,6 +113,8 @@ pub struct Switchboard {
     /// The cluster most of the fleet's live proxies forward to, when it is
     /// not this proxy's (`crate::protocol::filters::fleet`).
     fleet_elsewhere: std::sync::Mutex<Option<ClusterName>>,
+    /// What every client has been seen doing (`crate::inventory`).
+    pub inventory: crate::inventory::Inventory,
 }
 
 /// What the fleet's engines (other processes) did for one planned switch.
@@ -176,7 +178,13 @@ impl Switchboard {
             switches: Default::default(),
             remote: Default::default(),
             fleet_elsewhere: Default::default(),
+            inventory: Default::default(),
         }
+    }
+
+    /// The DR policy rules of the current config.
+    pub fn policy(&self) -> Arc<crate::config::policy::Policy> {
+        self.config.borrow().policy.clone()
     }
 
     /// The state now.

@@ -300,6 +300,7 @@ pub(super) async fn sasl_request(
 pub(super) async fn authenticate(
     shared: &Shared,
     cfg: &ProxyConfig,
+    conn: &crate::inventory::Conn,
     client_in: &mut super::lazy_buf::LazyBufReader<ReadHalf>,
     client_out: &mut WriteHalf,
 ) -> Result<String, Fault> {
@@ -325,6 +326,11 @@ pub(super) async fn authenticate(
         let api = ApiKey::try_from(head.api_key);
         let outcome = match api {
             Ok(ApiKey::ApiVersions) => {
+                if let Some((name, ver)) =
+                    crate::codec::clients::api_versions_software(body, version)
+                {
+                    conn.set_software(&name, &ver);
+                }
                 let table = upstream::advertised_versions(shared, &cfg.active).await?;
                 Outcome::Reply(
                     crate::protocol::api_versions::answer(version, corr, &table)
@@ -347,6 +353,7 @@ pub(super) async fn authenticate(
             Outcome::Reply(out) => client_out.write_all(&out).await.map_err(write)?,
             Outcome::Authenticated(principal, out) => {
                 client_out.write_all(&out).await.map_err(write)?;
+                conn.set_principal(&principal);
                 tracing::debug!(principal, "client authenticated");
                 return Ok(principal);
             }

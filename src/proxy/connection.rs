@@ -80,13 +80,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
     };
     let (cr, mut cw) = client.split();
     let mut cr = LazyBufReader::new(cr, CLIENT_BUFFER);
+    let conn = Arc::new(crate::inventory::Conn::new(peer));
     // Scoped: the startup snapshot is not kept for the connection's life.
     let principal = {
         let startup = shared.proxy_config();
         match &startup.sasl {
             None => None,
             Some(_) => match Box::pin(super::auth::authenticate(
-                &shared, &startup, &mut cr, &mut cw,
+                &shared, &startup, &conn, &mut cr, &mut cw,
             ))
             .await
             {
@@ -178,7 +179,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, kind: Listener
                 shared.topic_ids.clone(),
                 cluster.clone(),
                 state.epoch,
-                peer,
+                conn.clone(),
             ),
             shared: shared.clone(),
             cluster,

@@ -184,6 +184,12 @@ pub(super) async fn request_loop<'a>(
         let table = versions.as_ref().expect("set above");
         if handling == Handling::Local {
             if api == ApiKey::ApiVersions {
+                let body = &frame.payload()[head.body_offset.unwrap_or(0)..];
+                if let Some((name, ver)) =
+                    crate::codec::clients::api_versions_software(body, head.api_version)
+                {
+                    ctx.filters.conn.set_software(&name, &ver);
+                }
                 let answer = api_versions::answer(head.api_version, head.correlation_id, table);
                 tx.send(Pending::Local(answer)).await.map_err(|_| ended())?;
                 continue;

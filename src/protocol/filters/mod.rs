@@ -23,6 +23,7 @@
 //! The rewrite of broker addresses in responses stays with the proxy
 //! (`proxy::addresses`): it binds the listeners it points clients at.
 
+pub mod clients;
 pub mod consumer;
 pub mod fleet;
 pub mod groups;
@@ -125,6 +126,14 @@ pub enum Observe {
     ProducerId(ClientKey),
     /// A Produce with this many records per partition.
     Produced(HashMap<(String, i32), i64>),
+    /// An OffsetFetch of this client (and group, before v8): partitions
+    /// without a committed offset, for the client inventory.
+    Offsets {
+        /// The client id.
+        client_id: String,
+        /// The group of a request before v8.
+        group: Option<String>,
+    },
 }
 
 /// What every filter sees of its connection's current session.
@@ -141,6 +150,8 @@ pub struct ConnCtx {
     pub peer: IpAddr,
     /// The client id it sent, once known.
     client_id: Mutex<Option<String>>,
+    /// The connection, as the client inventory knows it.
+    pub conn: Arc<crate::inventory::Conn>,
 }
 
 impl ConnCtx {
@@ -150,16 +161,22 @@ impl ConnCtx {
         topic_ids: Arc<TopicIds>,
         cluster: ClusterName,
         epoch: u64,
-        peer: IpAddr,
+        conn: Arc<crate::inventory::Conn>,
     ) -> ConnCtx {
         ConnCtx {
             board,
             topic_ids,
             cluster,
             epoch,
-            peer,
+            peer: conn.peer(),
             client_id: Mutex::new(None),
+            conn,
         }
+    }
+
+    /// The client id it sent (the first one of the session).
+    pub fn client_id(&self, payload: &[u8]) -> String {
+        self.key(payload).0
     }
 
     /// Who the client is, for failover state.
@@ -208,6 +225,9 @@ pub(crate) trait Filter {
 
 /// Runs a request through the chain.
 pub async fn on_request(cx: &ConnCtx, req: Request) -> Result<Verdict, Fault> {
+    if let Some(refused) = clients::request(cx, &req)? {
+        return Ok(refused);
+    }
     match req.api {
         ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::OffsetForLeaderEpoch => {
             reads::Reads.request(cx, req).await
@@ -225,6 +245,11 @@ pub async fn on_request(cx: &ConnCtx, req: Request) -> Result<Verdict, Fault> {
             if let Some(held) = fleet::refuse(cx, &req, view.as_ref().ok())? {
                 return Ok(held);
             }
+            if let Ok(v) = view.as_ref() {
+                if let Some(refused) = clients::produce(cx, &req, v)? {
+                    return Ok(refused);
+                }
+            }
             producers::produce(cx, req, view).await
         }
         ApiKey::InitProducerId => producers::Producers.request(cx, req).await,
@@ -232,6 +257,10 @@ pub async fn on_request(cx: &ConnCtx, req: Request) -> Result<Verdict, Fault> {
         | ApiKey::AddOffsetsToTxn
         | ApiKey::TxnOffsetCommit
         | ApiKey::EndTxn => txn::Txn.request(cx, req).await,
+        ApiKey::OffsetFetch => {
+            let observe = clients::offset_fetch(cx, &req);
+            Ok(Verdict::Forward(req.frame, observe))
+        }
         _ => Ok(req.forward()),
     }
 }
@@ -243,6 +272,9 @@ pub fn on_response(cx: &ConnCtx, observe: Observe, version: i16, payload: &[u8])
         o @ Observe::Commit { .. } => groups::Groups.response(cx, o, version, payload),
         o @ (Observe::ProducerId(_) | Observe::Produced(_)) => {
             producers::Producers.response(cx, o, version, payload)
+        }
+        Observe::Offsets { client_id, group } => {
+            clients::offset_fetch_response(cx, &client_id, group.as_deref(), version, payload)
         }
     }
 }
