@@ -11,6 +11,7 @@
 //! `values`, which depends on neither. [`watch`] reloads the file.
 
 mod model;
+pub mod registry;
 mod replication;
 pub mod secrets;
 pub mod security;
@@ -65,6 +66,8 @@ pub struct Config {
     pub replication: Option<ReplicationConfig>,
     /// The admin listener, if the file has one.
     pub admin: Option<AdminConfig>,
+    /// The Schema Registry pass-through, if the file has one.
+    pub schema_registry: Option<registry::RegistryConfig>,
 }
 
 /// The admin HTTP listener.
@@ -86,6 +89,9 @@ pub struct ClusterConfig {
     /// kflip's own SASL login (and every client's, without a principal
     /// mapping).
     pub sasl: Option<Credentials>,
+    /// The cluster's Schema Registry, where the pass-through forwards
+    /// while this cluster is active.
+    pub schema_registry: Option<registry::RegistryUrl>,
 }
 
 /// The proxy's listeners, limits and the cluster it forwards to.

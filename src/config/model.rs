@@ -17,6 +17,9 @@ pub struct FileConfig {
     pub replication: Option<ReplicationFile>,
     /// `admin:` the HTTP listener for metrics, status and probes.
     pub admin: Option<AdminFile>,
+    /// `schema_registry:` the HTTP pass-through to the active cluster's
+    /// Schema Registry.
+    pub schema_registry: Option<super::registry::RegistryFile>,
 }
 
 /// The `admin:` section.
@@ -92,6 +95,8 @@ pub struct ClusterFile {
     pub tls: Option<TlsFile>,
     /// Log in with SASL.
     pub sasl: Option<SaslFile>,
+    /// The cluster's Schema Registry, `http://host:port[/path]`.
+    pub schema_registry: Option<String>,
 }
 
 /// Bootstrap servers as one comma-separated string or as a list.

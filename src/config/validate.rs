@@ -42,12 +42,17 @@ pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         {
             tracing::warn!(cluster = %name, "SASL PLAIN without TLS sends the password in clear; set clusters.{name}.tls");
         }
+        let schema_registry = match cluster.schema_registry {
+            Some(u) => Some(super::registry::url(&format!("{key}.schema_registry"), &u)?),
+            None => None,
+        };
         clusters.insert(
             ClusterName::from(name.as_str()),
             ClusterConfig {
                 bootstrap: list,
                 tls,
                 sasl,
+                schema_registry,
             },
         );
     }
@@ -77,11 +82,14 @@ pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         }
         None => None,
     };
+    let schema_registry =
+        super::registry::section(file.schema_registry, proxy.as_ref(), &clusters)?;
     Ok(Config {
         clusters,
         proxy,
         replication,
         admin,
+        schema_registry,
     })
 }
 
