@@ -42,7 +42,11 @@ impl Registry {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the registry exited: {status}");
             }
-            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
+            std::fs::read_to_string(&port_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
         });
         Registry {
             child,
@@ -137,12 +141,16 @@ fn schema_records(bootstrap: &str) -> Vec<(String, bool)> {
 
 /// The pass-through's port, from kflip's log.
 fn pass_through(k: &Kflip) -> String {
-    wait_for("the pass-through to listen", Duration::from_secs(20), || {
-        let log = k.log();
-        let needle = "schema registry pass-through listening listen=";
-        let at = log.find(needle)? + needle.len();
-        Some(log[at..].split_whitespace().next()?.to_string())
-    })
+    wait_for(
+        "the pass-through to listen",
+        Duration::from_secs(20),
+        || {
+            let log = k.log();
+            let needle = "schema registry pass-through listening listen=";
+            let at = log.find(needle)? + needle.len();
+            Some(log[at..].split_whitespace().next()?.to_string())
+        },
+    )
 }
 
 fn config(dcs: &TwoClusters, r1: &Registry, r2: &Registry, active: &str) -> String {
@@ -187,7 +195,8 @@ fn schemas_replicate_and_the_pass_through_follows_the_flip() {
         registered.push((subject, body["id"].as_i64().expect("an id")));
     }
     assert_eq!(registered[5].1, registered[0].1, "same text, same id");
-    let on_dc1 = |subject: &str, v: i64| get(&r1.addr(), &format!("/subjects/{subject}/versions/{v}")).1;
+    let on_dc1 =
+        |subject: &str, v: i64| get(&r1.addr(), &format!("/subjects/{subject}/versions/{v}")).1;
     for (subject, versions) in [("a-value", 3), ("b-value", 2), ("c-value", 1)] {
         for v in 1..=versions {
             let want = on_dc1(subject, v);
@@ -208,9 +217,15 @@ fn schemas_replicate_and_the_pass_through_follows_the_flip() {
     let dst = schema_records(&dcs.dc2.bootstrap());
     let keys = |r: &[(String, bool)]| r.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
     assert_eq!(keys(&dst), keys(&src), "the same keys in the same order");
-    assert!(dst.iter().all(|(_, origin)| *origin), "provenance on every copy");
+    assert!(
+        dst.iter().all(|(_, origin)| *origin),
+        "provenance on every copy"
+    );
     let cfg = clients::topic_configs(&dcs.dc2.bootstrap(), "_schemas");
-    assert_eq!(cfg.get("cleanup.policy").map(String::as_str), Some("compact"));
+    assert_eq!(
+        cfg.get("cleanup.policy").map(String::as_str),
+        Some("compact")
+    );
     assert_eq!(clients::partitions(&dcs.dc2.bootstrap(), "_schemas"), 1);
 
     // A long-poll Fetch in flight on dc1 keeps the switch's drain (and so
@@ -240,7 +255,10 @@ fn schemas_replicate_and_the_pass_through_follows_the_flip() {
     assert_eq!(get(&r1.addr(), "/subjects/after-value/versions").0, 404);
     let (_, subjects) = get(&sr, "/subjects");
     for s in ["a-value", "b-value", "c-value", "held-value", "after-value"] {
-        assert!(subjects.as_array().unwrap().contains(&json!(s)), "{subjects}");
+        assert!(
+            subjects.as_array().unwrap().contains(&json!(s)),
+            "{subjects}"
+        );
     }
 }
 
