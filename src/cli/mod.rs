@@ -519,17 +519,7 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
     } else {
         None
     };
-    let registry = rx.borrow().schema_registry.clone();
-    match (&proxy, registry) {
-        (Some(p), Some(r)) => {
-            crate::registry::start(&r.listen, rx.clone(), p.board().clone(), shutdown.clone())
-                .await?;
-        }
-        (None, Some(r)) => {
-            tracing::warn!(listen = %r.listen, "schema_registry: the pass-through follows the proxy, which this command does not run (use kflip proxy or kflip run)");
-        }
-        _ => {}
-    }
+    crate::registry::start_configured(proxy.as_ref().map(|p| p.board()), &rx, &shutdown).await?;
     let admin = rx.borrow().admin.clone();
     if let Some(admin) = admin {
         let sources = Arc::new(crate::admin::Sources {

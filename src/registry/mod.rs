@@ -95,6 +95,33 @@ pub async fn start(
     Ok(addr)
 }
 
+/// Starts the pass-through if the config has a `schema_registry:` section
+/// and this process runs the proxy (`board`), whose switch it follows.
+pub async fn start_configured(
+    board: Option<&Arc<Switchboard>>,
+    config: &watch::Receiver<Arc<Config>>,
+    shutdown: &CancellationToken,
+) -> Result<(), RegistryError> {
+    let Some(settings) = config.borrow().schema_registry.clone() else {
+        return Ok(());
+    };
+    match board {
+        Some(board) => {
+            start(
+                &settings.listen,
+                config.clone(),
+                board.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+        }
+        None => {
+            tracing::warn!(listen = %settings.listen, "schema_registry: the pass-through follows the proxy, which this command does not run (use kflip proxy or kflip run)");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
