@@ -24,6 +24,8 @@
 //! - [`offsets`]: the source-to-target offset map and its translation.
 //! - [`auth`]: SASL mechanics, no sockets: secrets, SCRAM, PLAIN, the
 //!   users file of salted credentials, OAUTHBEARER.
+//! - [`registry`]: the Schema Registry pass-through: HTTP forwarded to
+//!   the active cluster's registry, through the same switch gate.
 //! - [`config`]: the YAML file's model, validation, and hot reload.
 //! - [`error`]: the proxy's error type (which side failed, whether a retry
 //!   helps, the Kafka error code).
@@ -53,5 +55,6 @@ pub mod kafka;
 pub mod offsets;
 pub mod protocol;
 pub mod proxy;
+pub mod registry;
 pub mod replication;
 pub mod routing;

@@ -539,6 +539,7 @@ async fn run(path: PathBuf, parts: Parts) -> anyhow::Result<()> {
     } else {
         None
     };
+    crate::registry::start_configured(proxy.as_ref().map(|p| p.board()), &rx, &shutdown).await?;
     let admin = rx.borrow().admin.clone();
     if let Some(admin) = admin {
         let sources = Arc::new(crate::admin::Sources {

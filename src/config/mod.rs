@@ -12,6 +12,7 @@
 
 mod model;
 pub mod policy;
+pub mod registry;
 mod replication;
 pub mod secrets;
 pub mod security;
@@ -68,6 +69,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The DR policy rules (empty when the file has none).
     pub policy: Arc<policy::Policy>,
+    /// The Schema Registry pass-through, if the file has one.
+    pub schema_registry: Option<registry::RegistryConfig>,
 }
 
 /// The admin HTTP listener.
@@ -89,6 +92,9 @@ pub struct ClusterConfig {
     /// kflip's own SASL login (and every client's, without a principal
     /// mapping).
     pub sasl: Option<Credentials>,
+    /// The cluster's Schema Registry, where the pass-through forwards
+    /// while this cluster is active.
+    pub schema_registry: Option<registry::RegistryUrl>,
 }
 
 /// The proxy's listeners, limits and the cluster it forwards to.

@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub admin: Option<AdminFile>,
     /// `policy:` DR rules checked on client requests.
     pub policy: Option<Vec<super::policy::RuleFile>>,
+    /// `schema_registry:` the HTTP pass-through to the active cluster's
+    /// Schema Registry.
+    pub schema_registry: Option<super::registry::RegistryFile>,
 }
 
 /// The `admin:` section.
@@ -94,6 +97,8 @@ pub struct ClusterFile {
     pub tls: Option<TlsFile>,
     /// Log in with SASL.
     pub sasl: Option<SaslFile>,
+    /// The cluster's Schema Registry, `http://host:port[/path]`.
+    pub schema_registry: Option<String>,
 }
 
 /// Bootstrap servers as one comma-separated string or as a list.

@@ -43,12 +43,17 @@ pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         {
             tracing::warn!(cluster = %name, "SASL PLAIN without TLS sends the password in clear; set clusters.{name}.tls");
         }
+        let schema_registry = match cluster.schema_registry {
+            Some(u) => Some(super::registry::url(&format!("{key}.schema_registry"), &u)?),
+            None => None,
+        };
         clusters.insert(
             ClusterName::from(name.as_str()),
             ClusterConfig {
                 bootstrap: list,
                 tls,
                 sasl,
+                schema_registry,
             },
         );
     }
@@ -82,12 +87,15 @@ pub(super) fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         Some(rules) => super::policy::validate_policy(rules)?,
         None => super::policy::Policy::default(),
     };
+    let schema_registry =
+        super::registry::section(file.schema_registry, proxy.as_ref(), &clusters)?;
     Ok(Config {
         clusters,
         proxy,
         replication,
         admin,
         policy: Arc::new(policy),
+        schema_registry,
     })
 }
 
