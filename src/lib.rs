@@ -21,6 +21,10 @@
 //!   cluster.
 //! - [`replication`]: the engine: flows, topic sync, record copy,
 //!   checkpoints, group offset translation.
+//! - [`inventory`]: what each client has been seen doing (software,
+//!   topics, groups, acks, idempotence, resets), for `kflip clients`, the
+//!   pre-switch report and the DR policy guard
+//!   ([`protocol::filters::clients`]).
 //! - [`offsets`]: the source-to-target offset map and its translation.
 //! - [`auth`]: SASL mechanics, no sockets: secrets, SCRAM, PLAIN, the
 //!   users file of salted credentials, OAUTHBEARER.
