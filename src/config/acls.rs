@@ -72,8 +72,10 @@ mod tests {
         assert_eq!(f.users.len(), 1);
         assert_eq!(f.users[0].name, "alice");
         assert_eq!(f.users[0].password, SecretRef::Env("ALICE_PW".into()));
-        let plain = Config::parse(&format!("{BASE}{{ source: dc1, target: dc2, topics: [t] }}\n"))
-            .expect("config");
+        let plain = Config::parse(&format!(
+            "{BASE}{{ source: dc1, target: dc2, topics: [t] }}\n"
+        ))
+        .expect("config");
         let f = &plain.replication.expect("replication").flows[0];
         assert!(!f.acls && f.users.is_empty(), "off unless asked for");
     }

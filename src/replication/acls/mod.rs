@@ -84,9 +84,9 @@ fn refusal(
     e: AdminError,
 ) -> Result<Finding, SyncError> {
     let reason = match e.code() {
-        Some(code::CLUSTER_AUTHORIZATION_FAILED) => format!(
-            "CLUSTER_AUTHORIZATION_FAILED: the engine's principal needs {need} ({e})"
-        ),
+        Some(code::CLUSTER_AUTHORIZATION_FAILED) => {
+            format!("CLUSTER_AUTHORIZATION_FAILED: the engine's principal needs {need} ({e})")
+        }
         Some(54) => format!("SECURITY_DISABLED: the cluster has no authorizer ({e})"),
         _ => return Err(SyncError::on(side, cluster, e)),
     };
@@ -226,6 +226,7 @@ async fn pass(
         if let (Some(source), Some(target)) = (source, target) {
             let keep = own_principal(&clusters.target);
             let plan = plan::plan(cfg, state_topic, &source, &target, &keep);
+            tracing::debug!(flow = %cfg.id, source = source.len(), target = target.len(), synced = plan.synced, create_deny = plan.create_deny.len(), create_allow = plan.create_allow.len(), delete_allow = plan.delete_allow.len(), "ACL pass planned");
             principals = plan.principals.clone();
             apply(cfg, &mut tgt, plan, p).await?;
         }
@@ -265,10 +266,11 @@ async fn apply(
     if denies_in {
         create(cfg, tgt, &plan.create_allow, p).await?;
     } else {
-        p.unfixable.extend(plan.create_allow.iter().map(|a| Finding {
-            what: a.to_string(),
-            reason: "not created: a DENY before it could not be".into(),
-        }));
+        p.unfixable
+            .extend(plan.create_allow.iter().map(|a| Finding {
+                what: a.to_string(),
+                reason: "not created: a DENY before it could not be".into(),
+            }));
     }
     Ok(())
 }
@@ -304,4 +306,35 @@ async fn create(
         }
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::acls::Refusal;
+
+    fn refused(code: i16) -> AdminError {
+        AdminError::Refused {
+            request: "DescribeAcls",
+            addr: "h:1".into(),
+            refusal: Refusal {
+                code,
+                message: None,
+            },
+        }
+    }
+
+    #[test]
+    fn missing_rights_are_findings_that_name_the_right_and_the_rest_fails_the_pass() {
+        let dc2 = ClusterName::from("dc2");
+        let f = refusal("target", &dc2, "ACLs", "ALTER on the cluster", refused(31))
+            .expect("a finding");
+        assert_eq!(f.what, "ACLs on target dc2");
+        assert!(f.reason.starts_with("CLUSTER_AUTHORIZATION_FAILED"));
+        assert!(f.reason.contains("ALTER on the cluster"), "{}", f.reason);
+        let f = refusal("source", &dc2, "ACLs", "x", refused(54)).expect("a finding");
+        assert!(f.reason.contains("no authorizer"), "{}", f.reason);
+        let e = refusal("source", &dc2, "ACLs", "x", refused(7)).expect_err("fails");
+        assert!(e.to_string().contains("source cluster dc2"), "{e}");
+    }
 }

@@ -174,8 +174,7 @@ pub fn plan(
         if t.is_deny() {
             p.unfixable.push(Finding {
                 what: t.to_string(),
-                reason: "a DENY on the target that the source does not have: never deleted"
-                    .into(),
+                reason: "a DENY on the target that the source does not have: never deleted".into(),
             });
         } else if t.permission == code::ALLOW {
             p.delete_allow.push(t.clone());

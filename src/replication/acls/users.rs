@@ -114,7 +114,8 @@ impl Users {
                     continue;
                 }
                 Some(Err(r)) => {
-                    pass.unfixable.push(user_finding(name, format!("source: {r}")));
+                    pass.unfixable
+                        .push(user_finding(name, format!("source: {r}")));
                     continue;
                 }
                 None => continue,
@@ -158,6 +159,33 @@ impl Users {
         if upserts.is_empty() {
             return Ok(());
         }
+        // Apache Kafka refuses a request that names a user twice
+        // (DUPLICATE_RESOURCE, "cannot be altered twice in the same
+        // request"), so each round sets one mechanism per user.
+        let mut rounds: Vec<Vec<(Upsert, [u8; 32])>> = Vec::new();
+        for (u, fp) in upserts {
+            match rounds
+                .iter_mut()
+                .find(|r| !r.iter().any(|(o, _)| o.name == u.name))
+            {
+                Some(r) => r.push((u, fp)),
+                None => rounds.push(vec![(u, fp)]),
+            }
+        }
+        for round in rounds {
+            self.alter(cfg, tgt, round, pass).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets one round of credentials (no user twice).
+    async fn alter(
+        &mut self,
+        cfg: &FlowConfig,
+        tgt: &mut AclAdmin,
+        upserts: Vec<(Upsert, [u8; 32])>,
+        pass: &mut Pass,
+    ) -> Result<(), SyncError> {
         let list: Vec<Upsert> = upserts.iter().map(|(u, _)| u.clone()).collect();
         let results: BTreeMap<String, _> = tgt
             .alter_scram(&list)
@@ -178,9 +206,10 @@ impl Users {
                         reason: format!("AlterUserScramCredentials refused: CLUSTER_AUTHORIZATION_FAILED (the engine's principal needs ALTER on the cluster): {r}"),
                     });
                 }
-                Some(Err(r)) => pass
-                    .unfixable
-                    .push(user_finding(&u.name, format!("AlterUserScramCredentials: {r}"))),
+                Some(Err(r)) => pass.unfixable.push(user_finding(
+                    &u.name,
+                    format!("AlterUserScramCredentials: {r}"),
+                )),
                 None => pass.unfixable.push(user_finding(
                     &u.name,
                     "AlterUserScramCredentials gave no answer for it".into(),

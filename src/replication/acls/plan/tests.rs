@@ -36,14 +36,41 @@ fn the_flows_topics_and_groups_are_created_denies_first() {
         topic("orders.eu", "alice", code::ALLOW),
         topic("orders.eu", "mallory", code::DENY),
         topic("other", "alice", code::ALLOW),
-        acl(code::GROUP, "app-1", code::LITERAL, "alice", READ, code::ALLOW),
-        acl(code::GROUP, "ops", code::LITERAL, "alice", READ, code::ALLOW),
-        acl(code::TOPIC, "orders.", code::PREFIXED, "bob", WRITE, code::ALLOW),
+        acl(
+            code::GROUP,
+            "app-1",
+            code::LITERAL,
+            "alice",
+            READ,
+            code::ALLOW,
+        ),
+        acl(
+            code::GROUP,
+            "ops",
+            code::LITERAL,
+            "alice",
+            READ,
+            code::ALLOW,
+        ),
+        acl(
+            code::TOPIC,
+            "orders.",
+            code::PREFIXED,
+            "bob",
+            WRITE,
+            code::ALLOW,
+        ),
     ];
     let p = plan(&f, "_kflip_state", &src, &[], &[]);
-    assert_eq!(p.create_deny, vec![topic("orders.eu", "mallory", code::DENY)]);
+    assert_eq!(
+        p.create_deny,
+        vec![topic("orders.eu", "mallory", code::DENY)]
+    );
     assert_eq!(p.create_allow.len(), 3, "{:?}", p.create_allow);
-    assert!(!p.create_allow.iter().any(|a| a.name == "other" || a.name == "ops"));
+    assert!(!p
+        .create_allow
+        .iter()
+        .any(|a| a.name == "other" || a.name == "ops"));
     assert!(p.delete_allow.is_empty() && p.unfixable.is_empty());
     assert!(p.principals.contains("User:bob") && p.principals.contains("User:mallory"));
     let again = plan(&f, "_kflip_state", &src, &src, &[]);
@@ -56,7 +83,14 @@ fn names_follow_rename_and_a_prefix_only_while_it_stays_one() {
     let f = flow(", rename: \"dc1.{topic}\"");
     let src = vec![
         topic("orders.eu", "alice", code::ALLOW),
-        acl(code::TOPIC, "orders.", code::PREFIXED, "bob", WRITE, code::ALLOW),
+        acl(
+            code::TOPIC,
+            "orders.",
+            code::PREFIXED,
+            "bob",
+            WRITE,
+            code::ALLOW,
+        ),
         topic("*", "carol", code::ALLOW),
     ];
     let p = plan(&f, "_kflip_state", &src, &[], &[]);
@@ -67,7 +101,10 @@ fn names_follow_rename_and_a_prefix_only_while_it_stays_one() {
 
     let f = flow(", rename: \"{topic}.replica\"");
     let p = plan(&f, "_kflip_state", &src, &[], &[]);
-    assert_eq!(p.create_allow, vec![topic("orders.eu.replica", "alice", code::ALLOW)]);
+    assert_eq!(
+        p.create_allow,
+        vec![topic("orders.eu.replica", "alice", code::ALLOW)]
+    );
     assert!(p
         .unfixable
         .iter()
@@ -100,8 +137,16 @@ fn cluster_acls_are_reported_until_the_target_has_them() {
     let c = acl(4, "kafka-cluster", code::LITERAL, "alice", 12, code::ALLOW);
     let p = plan(&f, "_kflip_state", std::slice::from_ref(&c), &[], &[]);
     assert!(p.create_allow.is_empty());
-    assert!(p.unfixable[0].reason.contains("CLUSTER ACLs are not synced"));
-    let p = plan(&f, "_kflip_state", std::slice::from_ref(&c), &[c.clone()], &[]);
+    assert!(p.unfixable[0]
+        .reason
+        .contains("CLUSTER ACLs are not synced"));
+    let p = plan(
+        &f,
+        "_kflip_state",
+        std::slice::from_ref(&c),
+        std::slice::from_ref(&c),
+        &[],
+    );
     assert!(p.unfixable.is_empty());
 }
 
@@ -111,8 +156,22 @@ fn renamed_target_acls_are_owned_through_the_rename() {
     let tgt = vec![
         topic("dc1.orders.eu", "bob", code::ALLOW),
         topic("orders.eu", "bob", code::ALLOW),
-        acl(code::TOPIC, "dc1.orders.", code::PREFIXED, "bob", READ, code::ALLOW),
-        acl(code::GROUP, "app-x", code::PREFIXED, "bob", READ, code::ALLOW),
+        acl(
+            code::TOPIC,
+            "dc1.orders.",
+            code::PREFIXED,
+            "bob",
+            READ,
+            code::ALLOW,
+        ),
+        acl(
+            code::GROUP,
+            "app-x",
+            code::PREFIXED,
+            "bob",
+            READ,
+            code::ALLOW,
+        ),
     ];
     let p = plan(&f, "_kflip_state", &[], &tgt, &[]);
     let names: Vec<&str> = p.delete_allow.iter().map(|a| a.name.as_str()).collect();
