@@ -139,6 +139,7 @@ impl Engine {
             &cfg,
             &clusters,
             state_topic.clone(),
+            self.flows.clone(),
             groups_stop.clone(),
         );
         let start = flow::FlowStart {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::flow::FlowClusters;
+use super::Registry;
 use crate::config::{ClusterName, FlowConfig};
 use crate::kafka::acls::{code, Acl, AclAdmin, AdminError};
 use plan::Finding;
@@ -113,29 +114,37 @@ pub(super) fn spawn(
     cfg: &FlowConfig,
     clusters: &FlowClusters,
     state_topic: String,
+    flows: Registry,
     stop: CancellationToken,
 ) -> Option<SharedReport> {
     if !cfg.acls && cfg.users.is_empty() {
         return None;
     }
     let report = SharedReport::default();
-    rt.spawn(sync_loop(
-        cfg.clone(),
-        clusters.clone(),
+    let task = Task {
+        cfg: cfg.clone(),
+        clusters: clusters.clone(),
         state_topic,
-        report.clone(),
-        stop,
-    ));
+        flows,
+    };
+    rt.spawn(sync_loop(task, report.clone(), stop));
     Some(report)
 }
 
-async fn sync_loop(
+/// What a flow's sync works on.
+struct Task {
+    /// The flow.
     cfg: FlowConfig,
+    /// How to reach its clusters.
     clusters: FlowClusters,
+    /// The engine's state topic (never the flow's).
     state_topic: String,
-    report: SharedReport,
-    stop: CancellationToken,
-) {
+    /// Which cluster clients are on, if a proxy runs beside the engine.
+    flows: Registry,
+}
+
+async fn sync_loop(task: Task, report: SharedReport, stop: CancellationToken) {
+    let cfg = &task.cfg;
     let mut users = match users::Users::new() {
         Ok(u) => u,
         Err(e) => {
@@ -149,14 +158,21 @@ async fn sync_loop(
         let mut p = Pass::default();
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = pass(&cfg, &clusters, &state_topic, &mut users, &mut p) => r,
+            r = pass(&task, &mut users, &mut p) => r,
         };
         p.unfixable.sort();
         p.unfixable.dedup();
         for f in p.unfixable.iter().filter(|f| !warned.contains(*f)) {
             tracing::warn!(flow = %cfg.id, what = %f.what, reason = %f.reason, "ACL or user difference not fixed on the target");
         }
-        warned = p.unfixable.iter().cloned().collect();
+        // A failed pass found only part of the differences: what it did
+        // not reach is neither forgotten nor warned again.
+        let failed = result.is_err();
+        if failed {
+            warned.extend(p.unfixable.iter().cloned());
+        } else {
+            warned = p.unfixable.iter().cloned().collect();
+        }
         let error = result.err().map(|e| e.to_string());
         if error.is_some() && error != last_error {
             tracing::warn!(flow = %cfg.id, error = error.as_deref().unwrap_or_default(), "ACL and user sync failed; retried every config_sync_interval");
@@ -165,12 +181,14 @@ async fn sync_loop(
         {
             let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
             r.passes += 1;
-            r.synced = p.synced;
             r.created += p.created;
             r.deleted += p.deleted;
-            r.users_synced = p.users_synced;
             r.users_upserted += p.users_upserted;
-            r.unfixable = p.unfixable;
+            if !failed {
+                r.synced = p.synced;
+                r.users_synced = p.users_synced;
+                r.unfixable = p.unfixable;
+            }
             r.error = error;
         }
         tokio::select! {
@@ -190,13 +208,8 @@ fn own_principal(cluster: &crate::config::ClusterConfig) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn pass(
-    cfg: &FlowConfig,
-    clusters: &FlowClusters,
-    state_topic: &str,
-    users: &mut users::Users,
-    p: &mut Pass,
-) -> Result<(), SyncError> {
+async fn pass(task: &Task, users: &mut users::Users, p: &mut Pass) -> Result<(), SyncError> {
+    let (cfg, clusters) = (&task.cfg, &task.clusters);
     let timeout = Duration::from_secs(10);
     let mut src = AclAdmin::connect(&clusters.source, timeout)
         .await
@@ -225,26 +238,37 @@ async fn pass(
         };
         if let (Some(source), Some(target)) = (source, target) {
             let keep = own_principal(&clusters.target);
-            let plan = plan::plan(cfg, state_topic, &source, &target, &keep);
+            let plan = plan::plan(cfg, &task.state_topic, &source, &target, &keep);
             tracing::debug!(flow = %cfg.id, source = source.len(), target = target.len(), synced = plan.synced, create_deny = plan.create_deny.len(), create_allow = plan.create_allow.len(), delete_allow = plan.delete_allow.len(), "ACL pass planned");
             principals = plan.principals.clone();
-            apply(cfg, &mut tgt, plan, p).await?;
+            let target_active = task.flows.active().as_deref() == Some(cfg.target.as_str());
+            apply(cfg, &mut tgt, plan, target_active, p).await?;
         }
     }
     users.sync(cfg, &principals, &mut src, &mut tgt, p).await
 }
 
 /// Creates DENYs, then deletes ALLOWs the source lacks, then creates
-/// ALLOWs, and only if every DENY is in place.
+/// ALLOWs, and only if every DENY is in place. On a target clients are
+/// active on (a co-located proxy switched to it), ALLOWs are not deleted:
+/// that cluster is in use, and its ALLOWs may be newer than the source's.
 async fn apply(
     cfg: &FlowConfig,
     tgt: &mut AclAdmin,
-    plan: plan::Plan,
+    mut plan: plan::Plan,
+    target_active: bool,
     p: &mut Pass,
 ) -> Result<(), SyncError> {
     p.synced = plan.synced;
     p.unfixable.extend(plan.unfixable);
     let denies_in = create(cfg, tgt, &plan.create_deny, p).await?;
+    if target_active {
+        p.unfixable
+            .extend(plan.delete_allow.drain(..).map(|a| Finding {
+                what: a.to_string(),
+                reason: "the source no longer has it, but clients are active on the target: not deleted there".into(),
+            }));
+    }
     if !plan.delete_allow.is_empty() {
         let results = tgt
             .delete_acls(&plan.delete_allow)
