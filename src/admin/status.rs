@@ -102,6 +102,7 @@ pub(super) fn status(s: &Sources) -> Value {
                     "copied_bytes": l.bytes,
                     "offset_sync_age_seconds": l.offset_sync_age,
                     "last_error": l.last_error,
+                    "acls": l.acls,
                     "most_behind": worst.iter().filter(|p| p.records > 0).map(|p| json!({
                         "topic": p.topic,
                         "partition": p.partition,

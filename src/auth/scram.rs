@@ -114,7 +114,12 @@ impl Mechanism {
     }
 
     /// RFC 5802's `Hi(password, salt, i)`: PBKDF2 with this HMAC.
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn salted_password(
+        self,
+        password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(vec![0u8; self.key_len()]);
         match self {
             Mechanism::Sha256 => {

@@ -10,6 +10,7 @@
 //! `replication:` section to `replication`; both parse values with
 //! `values`, which depends on neither. [`watch`] reloads the file.
 
+pub mod acls;
 mod model;
 pub mod policy;
 pub mod registry;

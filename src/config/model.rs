@@ -85,6 +85,22 @@ pub struct FlowFile {
     pub fetch_wait: Option<String>,
     /// What to do with orphans after a disaster switch: `hold` or `copy`.
     pub orphans: Option<String>,
+    /// Keep the ACLs of the flow's topics and groups on the target.
+    pub acls: Option<bool>,
+    /// SCRAM users whose credentials the flow sets on the target.
+    pub users: Option<Vec<ScramUserFile>>,
+}
+
+/// One entry of a flow's `users:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScramUserFile {
+    /// The SCRAM user name (the principal `User:<name>`).
+    pub name: String,
+    /// A file holding the user's password.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the user's password.
+    pub password_env: Option<String>,
 }
 
 /// One entry under `clusters:`.

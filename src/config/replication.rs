@@ -90,6 +90,10 @@ pub struct FlowConfig {
     /// Copy orphans (records the old cluster acknowledged but never
     /// replicated before a disaster switch) instead of holding them back.
     pub copy_orphans: bool,
+    /// Keep the ACLs of the flow's topics and groups on the target.
+    pub acls: bool,
+    /// SCRAM users whose credentials the flow sets on the target.
+    pub users: Vec<super::acls::SyncUser>,
 }
 
 impl FlowConfig {
@@ -227,6 +231,7 @@ fn validate_flow(
             ));
         }
     }
+    let users = super::acls::users(key, f.users)?;
     Ok(FlowConfig {
         id: format!("{}->{}", f.source, f.target),
         source: ClusterName::from(f.source.as_str()),
@@ -275,6 +280,8 @@ fn validate_flow(
                 ))
             }
         },
+        acls: f.acls.unwrap_or(false),
+        users,
     })
 }
 

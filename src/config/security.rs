@@ -140,7 +140,7 @@ fn readable(key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
     }
 }
 
-fn secret(
+pub(super) fn secret(
     key: &str,
     file_key: &str,
     file: Option<PathBuf>,

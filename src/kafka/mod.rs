@@ -2,6 +2,8 @@
 //! ApiVersions and fetching Metadata, and consumer-group admin
 //! ([`groups`]). It speaks one request at a time.
 
+pub mod acl;
+pub mod acls;
 pub mod groups;
 pub mod sasl;
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::flow::{self, FlowClusters};
 use super::state::{FlowState, PartitionLag};
-use super::{groups, orphans, Registry, Slot};
+use super::{acls, groups, orphans, Registry, Slot};
 use crate::config::{Config, FlowConfig};
 
 /// A running flow.
@@ -31,6 +31,8 @@ pub(super) struct Running {
     groups_stop: CancellationToken,
     /// What the last group offset sync did.
     last_sync: Arc<Mutex<groups::SyncReport>>,
+    /// What the ACL and user sync did, if the flow has one.
+    acls: Option<acls::SharedReport>,
 }
 
 /// Lag of one flow, for status.
@@ -48,6 +50,8 @@ pub struct FlowLag {
     pub records: u64,
     /// Their key and value bytes.
     pub bytes: u64,
+    /// The ACL and user sync, if the flow has one.
+    pub acls: Option<acls::AclReport>,
 }
 
 /// The engine: every configured flow.
@@ -128,6 +132,16 @@ impl Engine {
         tracing::info!(flow = %cfg.id, "starting flow");
         let stop = Arc::new(AtomicBool::new(false));
         let slot = Arc::new(Mutex::new(None));
+        // Stops the group sync and the ACL sync.
+        let groups_stop = CancellationToken::new();
+        let acls = acls::spawn(
+            &self.rt,
+            &cfg,
+            &clusters,
+            state_topic.clone(),
+            self.flows.clone(),
+            groups_stop.clone(),
+        );
         let start = flow::FlowStart {
             cfg: cfg.clone(),
             clusters: clusters.clone(),
@@ -147,7 +161,6 @@ impl Engine {
                 None
             }
         };
-        let groups_stop = CancellationToken::new();
         let last_sync = Arc::new(Mutex::new(groups::SyncReport::default()));
         self.rt.spawn(groups::sync_loop(
             slot.clone(),
@@ -164,6 +177,7 @@ impl Engine {
             slot,
             groups_stop,
             last_sync,
+            acls,
         }
     }
 
@@ -201,6 +215,10 @@ impl Engine {
                     bytes: st.as_ref().map_or(0, |s| {
                         s.copied_bytes.load(std::sync::atomic::Ordering::Relaxed)
                     }),
+                    acls: r
+                        .acls
+                        .as_ref()
+                        .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()).clone()),
                     last_error: st.and_then(|s| {
                         s.last_error
                             .lock()
@@ -335,30 +353,6 @@ fn stop(mut r: Running) {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!(flow = %r.cfg.id, panic = %why, "the flow's thread panicked; its last progress may not be checkpointed (a restart recovers it from the target)");
-        }
-    }
-}
-
-/// Logs lag of every flow every `every` until `stop`: info when caught up,
-/// warn when records are waiting.
-pub async fn log_lag(engine: Arc<Engine>, every: Duration, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        for f in engine.lag() {
-            let records: i64 = f.partitions.iter().map(|p| p.records).sum();
-            let seconds = f.partitions.iter().map(|p| p.seconds).fold(0.0, f64::max);
-            let sync = f
-                .offset_sync_age
-                .map(|s| format!("{s:.1}s ago"))
-                .unwrap_or_else(|| "not yet".into());
-            if records > 0 {
-                tracing::warn!(flow = %f.flow, partitions = f.partitions.len(), lag_records = records, lag_seconds = seconds, offset_sync = %sync, "replication lag");
-            } else {
-                tracing::info!(flow = %f.flow, partitions = f.partitions.len(), offset_sync = %sync, "replication caught up");
-            }
         }
     }
 }

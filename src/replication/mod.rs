@@ -17,12 +17,15 @@
 //! - [`provenance`]: the origin header and the loop check (pure);
 //! - [`state`]: per-partition state shared with delivery callbacks, lag;
 //! - [`groups`]: group offset translation;
+//! - [`acls`]: ACLs and SCRAM users of the flow's topics and groups kept
+//!   on the target (`acls: true`, `users:`);
 //! - `compat`: each workaround for a broker other than Apache Kafka, named.
 //!
 //! Flows come from the config's `replication.flows` and follow hot reloads:
 //! a changed flow is stopped (after its final checkpoint) and started again,
 //! which resumes exactly where it stopped.
 
+pub mod acls;
 mod assign;
 mod checkpoints;
 mod compat;
@@ -32,6 +35,7 @@ mod engine;
 pub mod error;
 pub mod flow;
 pub mod groups;
+mod lag;
 pub mod orphans;
 pub mod provenance;
 mod registry;
@@ -42,5 +46,6 @@ pub mod state;
 pub mod switchover;
 pub mod topics;
 
-pub use engine::{log_lag, Engine, FlowLag};
+pub use engine::{Engine, FlowLag};
+pub use lag::log_lag;
 pub use registry::{Registry, Slot};
