@@ -22,6 +22,10 @@
 //! `KFLIP_BENCH_ROUNDS` (5), `KFLIP_BENCH_LATENCY_REQUESTS` (3000) and
 //! `KFLIP_BENCH_ONLY` (a comma-separated subset of produce,consume,latency,
 //! handy when profiling one workload with `perf record -p <kflip pid>`).
+//!
+//! `KFLIP_BENCH_QUICK=1` is the CI regression guard (`scripts/test.sh`):
+//! 100,000 records, 3 rounds, produce and consume only, then it exits 1 if
+//! a kflip/direct ratio is under its floor (`benches/common/guard.rs`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -44,7 +48,9 @@ use rdkafka::producer::BaseProducer;
 use rdkafka::producer::Producer;
 use rdkafka::TopicPartitionList;
 
-use common::{clk_tck, cpu_ticks, env_usize, median, payload, send_all, status_kib, Counting};
+use common::{
+    clk_tck, cpu_ticks, env_usize, guard, median, payload, send_all, status_kib, Counting,
+};
 use support::clients::{config, create_topic};
 use support::raw::Raw;
 use support::{Broker, Kflip, Storage};
@@ -372,11 +378,15 @@ fn row(out: &mut String, metric: &str, direct: String, kflip: String, ratio: f64
 fn main() {
     // 500k records (~0.5 GB) keep each measurement around a second, long
     // enough that scheduling noise on 2 shared cores averages out.
-    let n = env_usize("KFLIP_BENCH_RECORDS", 500_000).max(1);
-    let rounds = env_usize("KFLIP_BENCH_ROUNDS", 5).max(1);
+    // The CI guard (KFLIP_BENCH_QUICK=1): 100k records, 3 rounds,
+    // throughput only, then the ratios against loose floors.
+    let quick = guard::quick();
+    let n = env_usize("KFLIP_BENCH_RECORDS", if quick { 100_000 } else { 500_000 }).max(1);
+    let rounds = env_usize("KFLIP_BENCH_ROUNDS", if quick { 3 } else { 5 }).max(1);
     let lat_requests = env_usize("KFLIP_BENCH_LATENCY_REQUESTS", 3000).max(1);
     // Comma-separated subset of produce,consume,latency (for profiling).
-    let only = std::env::var("KFLIP_BENCH_ONLY").unwrap_or_default();
+    let only = std::env::var("KFLIP_BENCH_ONLY")
+        .unwrap_or_else(|_| if quick { "produce,consume" } else { "" }.to_string());
     let want = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
     let started = Instant::now();
 
@@ -682,4 +692,22 @@ fn main() {
     println!("{out}");
     drop(kflip);
     drop(broker);
+    if quick {
+        let mut g = guard::Guard::default();
+        for (name, v, release, debug) in
+            [("produce", &prod, 0.5, 0.3), ("consume", &cons, 0.5, 0.3)]
+        {
+            let (d, k) = (
+                med(v, Path::Direct, Throughput::mb_s),
+                med(v, Path::Proxy, Throughput::mb_s),
+            );
+            g.check(
+                &format!("proxy {name}"),
+                k / d,
+                guard::floor(&format!("proxy_{name}"), release, debug),
+                &format!("kflip {k:.1} MB/s, direct {d:.1} MB/s, median of {rounds}"),
+            );
+        }
+        g.finish("proxy");
+    }
 }

@@ -36,13 +36,18 @@
 //! triples separated by `;`, e.g. `5ms/1048576/1048576;20ms/4194304/16777216`),
 //! `KFLIP_BENCH_RATE` (2000 records/s), `KFLIP_BENCH_LATENCY_SECS` (10) and
 //! `KFLIP_BENCH_ONLY` (a comma-separated subset of baseline,replicate,latency).
+//!
+//! `KFLIP_BENCH_QUICK=1` is the CI regression guard (`scripts/test.sh`):
+//! 100,000 records, 2 rounds of baseline and default-tuning replication,
+//! then it exits 1 if the ratio is under its floor, or if a run did not
+//! copy every record exactly once in order (`benches/common/guard.rs`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 mod common;
 
-use common::{clk_tck, cpu_ticks, env_usize, median, payload};
+use common::{clk_tck, cpu_ticks, env_usize, guard, median, payload};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -773,12 +778,17 @@ fn verdict(pass: bool) -> &'static str {
 fn main() {
     // 200k records (~0.2 GB) keep a replication run at several seconds even
     // at the engine's best, and small enough for tansu's memory engine.
-    let n = env_usize("KFLIP_BENCH_RECORDS", 200_000).max(1);
+    // The CI guard (KFLIP_BENCH_QUICK=1): 100k records, 2 rounds of
+    // baseline and default-tuning replication, no read ceiling, no other
+    // tuning, no latency; then the ratio against a loose floor.
+    let quick = guard::quick();
+    let n = env_usize("KFLIP_BENCH_RECORDS", if quick { 100_000 } else { 200_000 }).max(1);
     let partitions = env_usize("KFLIP_BENCH_PARTITIONS", 1).max(1) as i32;
-    let rounds = env_usize("KFLIP_BENCH_ROUNDS", 5).max(1);
+    let rounds = env_usize("KFLIP_BENCH_ROUNDS", if quick { 2 } else { 5 }).max(1);
     let rate = env_usize("KFLIP_BENCH_RATE", 2000).max(1);
     let lat_secs = env_usize("KFLIP_BENCH_LATENCY_SECS", 10).max(1);
-    let only = std::env::var("KFLIP_BENCH_ONLY").unwrap_or_default();
+    let only = std::env::var("KFLIP_BENCH_ONLY")
+        .unwrap_or_else(|_| if quick { "baseline,replicate" } else { "" }.to_string());
     let want = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
     // The flow defaults (src/config/replication.rs).
     let default_tuning = Tuning {
@@ -791,6 +801,7 @@ fn main() {
             .split(';')
             .map(|t| Tuning::parse(t).unwrap_or_else(|| panic!("bad tuning {t:?}")))
             .collect(),
+        _ if quick => Vec::new(),
         _ => vec![
             Tuning {
                 linger: "5ms".into(),
@@ -852,7 +863,7 @@ fn main() {
             let r = replicate(&mut source, &mut target, n, partitions, &default_tuning);
             show(&r, &format!("replicate round {round}"));
             runs.push(r);
-            if round == 0 {
+            if round == 0 && !quick {
                 // The source still holds the n records, and kflip is gone.
                 for wait in [100, 1] {
                     let t = read_ceiling(&source, &target, n, partitions, wait);
@@ -1159,4 +1170,33 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     println!("{out}");
+    if quick {
+        let mut g = guard::Guard::default();
+        let default_label = default_tuning.label();
+        let rs: Vec<&Replicated> = runs
+            .iter()
+            .filter(|r| r.tuning.label() == default_label)
+            .collect();
+        let mb = median(rs.iter().map(|r| r.t.mb_s()).collect());
+        let checks: Vec<String> = rs.iter().map(|r| r.check(n)).collect();
+        g.check(
+            "replication",
+            ratio(mb),
+            guard::floor("replication", 0.2, 0.1),
+            &format!(
+                "replicated {mb:.1} MB/s, baseline produce {base_mb:.1} MB/s, median of {rounds}; \
+                 checks {}",
+                checks.join(", ")
+            ),
+        );
+        // A copy that lost or reordered records is a failure at any speed.
+        let exact = !checks.is_empty() && checks.iter().all(|c| c == "ok");
+        g.check(
+            "replication exactly once, in order",
+            if exact { 1.0 } else { 0.0 },
+            1.0,
+            &checks.join(", "),
+        );
+        g.finish("replication");
+    }
 }

@@ -19,3 +19,7 @@ KFLIP_BROKER=kafka cargo test --locked
 # tansu: the second, Kafka-compatible broker, for the named set.
 KFLIP_BROKER=tansu cargo test --locked --test proxy_clients --test proxy_flip \
   --test replication --test proxy_bad_input
+# Regression guard: quick proxy and replication benches, built by cargo test
+# (debug, the profile the tests above already built), each failing only if a
+# kflip / direct ratio is far below its target (BENCHMARKS.md). No timings.
+KFLIP_BROKER=kafka KFLIP_BENCH_QUICK=1 cargo test --locked --bench proxy --bench replication

@@ -3,6 +3,7 @@
 //! (1 KiB records, the settings of `benches/proxy.rs`) and medians.
 #![allow(dead_code)]
 
+pub mod guard;
 pub mod hostiles;
 pub mod wire;
 
