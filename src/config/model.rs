@@ -83,6 +83,9 @@ pub struct FlowFile {
     pub fetch_partition_bytes: Option<u64>,
     /// Longest a source fetch waits for data, e.g. `100ms`.
     pub fetch_wait: Option<String>,
+    /// Bytes a source fetch waits for (at most `fetch_wait`) before the
+    /// broker answers.
+    pub fetch_min_bytes: Option<u64>,
     /// What to do with orphans after a disaster switch: `hold` or `copy`.
     pub orphans: Option<String>,
     /// Keep the ACLs of the flow's topics and groups on the target.

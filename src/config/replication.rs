@@ -87,6 +87,10 @@ pub struct FlowConfig {
     pub fetch_partition_bytes: u64,
     /// Longest a source fetch waits for data.
     pub fetch_wait: Duration,
+    /// Bytes a source fetch waits for (up to `fetch_wait`): 1 answers at
+    /// the first record; more lowers the fetch rate, and with it the
+    /// per-fetch cost that grows with the partitions a flow copies.
+    pub fetch_min_bytes: u64,
     /// Copy orphans (records the old cluster acknowledged but never
     /// replicated before a disaster switch) instead of holding them back.
     pub copy_orphans: bool,
@@ -270,6 +274,18 @@ fn validate_flow(
             .unwrap_or(1 << 20)
             .clamp(1024, 1 << 30),
         fetch_wait: d("fetch_wait", f.fetch_wait, Duration::from_millis(100))?,
+        fetch_min_bytes: match f.fetch_min_bytes.unwrap_or(1) {
+            // The consumer's fetch.max.bytes (src/replication/runner.rs).
+            n @ 1..=52_428_800 => n,
+            n => {
+                return Err(invalid(
+                    format!("{key}.fetch_min_bytes"),
+                    format!(
+                        "{n} is not between 1 and 52428800 (50 MiB, the most one fetch returns)"
+                    ),
+                ))
+            }
+        },
         copy_orphans: match f.orphans.as_deref() {
             None | Some("hold") => false,
             Some("copy") => true,
@@ -311,6 +327,12 @@ mod tests {
         assert!(!f.wants_topic("_kflip_state", &r.state_topic));
         assert!(f.wants_group("any-group"));
         assert_eq!(f.target_topic("topic1"), "topic1");
+        assert_eq!(f.fetch_min_bytes, 1, "a fetch answers at the first record");
+        let c = Config::parse(&format!(
+            "{BASE}replication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [a], fetch_min_bytes: 65536 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.replication.unwrap().flows[0].fetch_min_bytes, 65536);
     }
 
     #[test]
@@ -339,6 +361,14 @@ mod tests {
             (
                 "{ source: dc1, target: dc2, topics: [a], speed: 9 }",
                 "speed",
+            ),
+            (
+                "{ source: dc1, target: dc2, topics: [a], fetch_min_bytes: 0 }",
+                "replication.flows[0].fetch_min_bytes",
+            ),
+            (
+                "{ source: dc1, target: dc2, topics: [a], fetch_min_bytes: 52428801 }",
+                "replication.flows[0].fetch_min_bytes",
             ),
         ] {
             let e = Config::parse(&format!("{BASE}replication:\n  flows:\n    - {flow}\n"))

@@ -159,6 +159,8 @@ impl Runner<'_> {
                         partition,
                     }) {
                         p.failed = true;
+                        st.failures
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     return;
                 }

@@ -58,6 +58,7 @@ impl ProducerContext for Deliver {
                     }) {
                         p.in_flight = p.in_flight.saturating_sub(1);
                         p.failed = true;
+                        self.0.failures.store(true, Ordering::Relaxed);
                     }
                 }
                 return;

@@ -65,6 +65,7 @@ impl<'a> Runner<'a> {
                     "max.partition.fetch.bytes",
                     cfg.fetch_partition_bytes.to_string(),
                 )
+                .set("fetch.min.bytes", cfg.fetch_min_bytes.to_string())
                 .set("queued.max.messages.kbytes", "262144")
                 .create_with_context(SourceStats(st.clone()))
                 .map_err(|e| {
@@ -220,12 +221,20 @@ impl<'a> Runner<'a> {
 
     /// Re-reads failed partitions from their last acknowledged copy.
     pub(super) fn rewind_failed(&self) {
-        let ready: Vec<(SourcePartition, i64)> = self
-            .setup
-            .state
+        let st = &self.setup.state;
+        if !st.failures.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mut waiting = false;
+        let ready: Vec<(SourcePartition, i64)> = st
             .lock()
             .iter_mut()
-            .filter(|(_, p)| p.failed && p.in_flight == 0)
+            .filter(|(_, p)| p.failed)
+            .filter(|(_, p)| {
+                // Rewound once its copies in flight have all come back.
+                waiting |= p.in_flight > 0;
+                p.in_flight == 0
+            })
             .map(|(k, p)| {
                 p.failed = false;
                 let at = resume_point(&p.map);
@@ -233,6 +242,9 @@ impl<'a> Runner<'a> {
                 (k.clone(), at)
             })
             .collect();
+        if waiting {
+            st.failures.store(true, Ordering::Relaxed);
+        }
         for (k, at) in ready {
             tracing::warn!(flow = %self.setup.state.cfg.id, topic = %k.topic, partition = k.partition, offset = at, "rewinding partition");
             if let Err(e) = self

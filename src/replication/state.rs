@@ -108,6 +108,10 @@ pub struct FlowState {
     /// An operator asked for the held orphans to be copied now (`kflip
     /// orphans restore`); the flow's thread does it and clears this.
     pub restore_requested: std::sync::atomic::AtomicBool,
+    /// A partition was marked `failed` since the copy loop last looked:
+    /// the loop scans the partitions for rewinds only then, not once per
+    /// record (a scan per record made each record cost O(partitions)).
+    pub failures: std::sync::atomic::AtomicBool,
 }
 
 impl FlowState {
@@ -123,6 +127,7 @@ impl FlowState {
             copied_records: Default::default(),
             copied_bytes: Default::default(),
             restore_requested: Default::default(),
+            failures: Default::default(),
         }
     }
 
