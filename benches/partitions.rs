@@ -18,7 +18,9 @@
 //!   source and one record written to it; the time from the topic's
 //!   creation to that record on the target, against the interval.
 //!
-//! `KFLIP_BENCH_FLOW` adds flow keys (e.g. `linger: 50ms`).
+//! `KFLIP_BENCH_FLOW` adds flow keys (e.g. `linger: 50ms`);
+//! `KFLIP_BENCH_SHOW_LOG=1` prints what kflip logged about each new topic
+//! (run with `KFLIP_TEST_LOG=kflip=info`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -176,6 +178,10 @@ fn discover(source: &str, target: &str, k: usize) -> f64 {
     .map_err(|(e, _)| e)
     .expect("send to the new topic");
     p.flush(Duration::from_secs(30)).expect("flush");
+    eprintln!(
+        "  {topic}: created and its record acked {:.2} s after the create call",
+        t0.elapsed().as_secs_f64()
+    );
     let c = Counter::start(target, &[(topic.clone(), 0)], 50);
     wait_for(&format!("{topic} copied"), Duration::from_secs(120), || {
         (c.get() > 0).then_some(())
@@ -303,6 +309,12 @@ fn main() {
         let disc: Vec<f64> = (0..new_topics)
             .map(|k| {
                 let s = discover(&source.addr(), &target.addr(), k);
+                if std::env::var_os("KFLIP_BENCH_SHOW_LOG").is_some() {
+                    let needle = format!("scale-new-{k}");
+                    for l in kflip.log().lines().filter(|l| l.contains(&needle)) {
+                        eprintln!("  kflip: {l}");
+                    }
+                }
                 eprintln!("{p} partitions: new topic {k} copied {s:.2} s after its creation");
                 s
             })
