@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::replication::Pattern;
+use super::replication::{patterns, Pattern};
 use super::values::invalid;
 use super::ConfigError;
 
@@ -90,21 +90,6 @@ impl Policy {
     }
 }
 
-fn patterns(key: String, list: Option<Vec<String>>) -> Result<Vec<Pattern>, ConfigError> {
-    list.unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            Pattern::new(text).map_err(|e| {
-                invalid(
-                    format!("{key}[{i}]"),
-                    format!("{text:?} is not a valid regular expression: {e}"),
-                )
-            })
-        })
-        .collect()
-}
-
 /// Validates the `policy:` rules.
 pub fn validate_policy(rules: Vec<RuleFile>) -> Result<Policy, ConfigError> {
     let mut out = Vec::with_capacity(rules.len());
@@ -142,9 +127,9 @@ pub fn validate_policy(rules: Vec<RuleFile>) -> Result<Policy, ConfigError> {
         out.push(Rule {
             require,
             enforce,
-            topics: patterns(key("topics"), r.topics)?,
-            groups: patterns(key("groups"), r.groups)?,
-            clients: patterns(key("clients"), r.clients)?,
+            topics: patterns(&key("topics"), r.topics, &[])?,
+            groups: patterns(&key("groups"), r.groups, &[])?,
+            clients: patterns(&key("clients"), r.clients, &[])?,
         });
     }
     Ok(Policy { rules: out })

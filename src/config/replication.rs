@@ -132,7 +132,7 @@ pub fn is_internal(topic: &str, state_topic: &str) -> bool {
     topic == state_topic || topic.starts_with("__") || topic.starts_with("_kflip")
 }
 
-fn patterns(
+pub(super) fn patterns(
     key: &str,
     list: Option<Vec<String>>,
     default: &[&str],
