@@ -121,15 +121,15 @@ fn deliveries(
 }
 
 /// A group consumer of `topic` starting at `reset`; polls until it reads
-/// something or `limit` passes; returns (records read, errors seen).
+/// something or `seen()` holds (at most 60 s); returns the records read.
 fn consume(
     addr: &str,
     client_id: &str,
     group: &str,
     topic: &str,
     reset: &str,
-    limit: Duration,
-) -> (usize, Vec<String>) {
+    seen: impl Fn() -> bool,
+) -> usize {
     let c: BaseConsumer = clients::config(addr)
         .set("client.id", client_id)
         .set("group.id", group)
@@ -138,16 +138,25 @@ fn consume(
         .create()
         .expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
-    let (mut read, mut errors) = (0, Vec::new());
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline && read == 0 {
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(_)) => read += 1,
-            Some(Err(e)) => errors.push(e.to_string()),
-            None => {}
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline && read == 0 && !seen() {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(200)) {
+            read += 1;
         }
     }
-    (read, errors)
+    read
+}
+
+/// Whether the inventory entry of `client_id` satisfies `ready` now.
+fn listed(admin: &str, client_id: &str, ready: impl Fn(&Value) -> bool) -> bool {
+    let (code, body) = support::http_get(admin, "/clients");
+    code == 200
+        && serde_json::from_str::<Value>(&body).is_ok_and(|v| {
+            v["clients"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|c| c["client_id"] == client_id && ready(c)))
+        })
 }
 
 #[test]
@@ -228,13 +237,13 @@ fn inventory_and_policy_with_real_clients() {
     );
 
     // Consumers whose group has no offset: where they start is seen.
-    let (read, _) = consume(
+    let read = consume(
         &addr,
         "early-reader",
         "inv-g-early",
         "inv-loose",
         "earliest",
-        Duration::from_secs(30),
+        || false,
     );
     assert!(read > 0, "an earliest consumer reads what was produced");
     let e = entry(&admin, "early-reader", |c| {
@@ -249,13 +258,18 @@ fn inventory_and_policy_with_real_clients() {
         has(&e, "consumed", "inv-loose".into()) && has(&e, "groups", "inv-g-early".into()),
         "{e}"
     );
-    let (_, _) = consume(
+    // Polls until kflip has seen where it started (nothing new to read).
+    consume(
         &addr,
         "late-reader",
         "inv-g-late",
         "inv-loose",
         "latest",
-        Duration::from_secs(3),
+        || {
+            listed(&admin, "late-reader", |c| {
+                c["resets"]["inv-g-late"].is_array()
+            })
+        },
     );
     let l = entry(&admin, "late-reader", |c| {
         c["resets"]["inv-g-late"].is_array()
@@ -273,13 +287,17 @@ fn inventory_and_policy_with_real_clients() {
     );
     // Enforced: a latest reset in the strict group is refused; the
     // consumer sees the error and kflip names it.
-    let (read, _) = consume(
+    let read = consume(
         &addr,
         "strict-late",
         "inv-g-strict",
         "inv-loose",
         "latest",
-        Duration::from_secs(5),
+        || {
+            listed(&admin, "strict-late", |c| {
+                c["violations"]["no_latest_reset"].as_u64() >= Some(1)
+            })
+        },
     );
     assert_eq!(read, 0);
     k.wait_log(
@@ -298,13 +316,13 @@ fn inventory_and_policy_with_real_clients() {
         "a refused reset is not recorded as taken: {v}"
     );
     // ...and the same group starting at earliest reads.
-    let (read, _) = consume(
+    let read = consume(
         &addr,
         "strict-early",
         "inv-g-strict",
         "inv-loose",
         "earliest",
-        Duration::from_secs(30),
+        || false,
     );
     assert!(read > 0);
 
