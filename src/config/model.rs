@@ -92,6 +92,12 @@ pub struct FlowFile {
     pub acls: Option<bool>,
     /// SCRAM users whose credentials the flow sets on the target.
     pub users: Option<Vec<ScramUserFile>>,
+    /// Several kflip instances share the flow: its partitions are split
+    /// through a consumer group on the source.
+    pub shared: Option<bool>,
+    /// How long a sharing instance may be silent before its partitions go
+    /// to the others, e.g. `10s`.
+    pub session_timeout: Option<String>,
 }
 
 /// One entry of a flow's `users:`.

@@ -98,6 +98,13 @@ pub struct FlowConfig {
     pub acls: bool,
     /// SCRAM users whose credentials the flow sets on the target.
     pub users: Vec<super::acls::SyncUser>,
+    /// Several instances share the flow through a consumer group on the
+    /// source (`_kflip-engine-<id>`), each copying the partitions it is
+    /// assigned.
+    pub shared: bool,
+    /// How long a sharing instance may be silent before its partitions go
+    /// to the others.
+    pub session_timeout: Duration,
 }
 
 impl FlowConfig {
@@ -298,6 +305,21 @@ fn validate_flow(
         },
         acls: f.acls.unwrap_or(false),
         users,
+        shared: f.shared.unwrap_or(false),
+        session_timeout: {
+            let t = d(
+                "session_timeout",
+                f.session_timeout,
+                Duration::from_secs(10),
+            )?;
+            if !(Duration::from_secs(6)..=Duration::from_secs(1800)).contains(&t) {
+                return Err(invalid(
+                    format!("{key}.session_timeout"),
+                    "must be between 6s and 30m (the brokers' group.min/max.session.timeout.ms defaults)",
+                ));
+            }
+            t
+        },
     })
 }
 

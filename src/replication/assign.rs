@@ -23,91 +23,120 @@ impl Runner<'_> {
         let mut target: Option<HashMap<String, TopicInfo>> = None;
         let mut tpl = TopicPartitionList::new();
         let mut ids = None;
-        for t in topics
+        let wanted: Vec<&TopicInfo> = topics
             .iter()
             .filter(|t| cfg.wants_topic(&t.name, &self.setup.state_topic))
-        {
+            .collect();
+        if let Some(m) = &mut self.member {
+            m.subscribe(wanted.iter().map(|t| t.name.clone()).collect())?;
+        }
+        for t in wanted {
             let known = self.assigned.get(&t.name).copied();
-            if known.is_some_and(|n| n >= t.partitions) {
+            let ready = known.is_some_and(|n| n >= t.partitions);
+            // Unshared, a topic is done once all its partitions are; shared,
+            // the partitions the group gives this instance come and go.
+            if ready && self.member.is_none() {
                 continue;
             }
             let target_name = cfg.target_topic(&t.name);
-            if target.is_none() {
-                target = Some(
-                    self.target_admin
-                        .topics()?
-                        .into_iter()
-                        .map(|x| (x.name.clone(), x))
-                        .collect(),
-                );
-            }
-            let existing = target.as_ref().and_then(|m| m.get(&target_name));
             let mut created = false;
-            match existing {
-                None => {
-                    let rf = match topics::replication_factor(
-                        cfg,
-                        t.replication_factor,
-                        self.target_admin.brokers()?,
-                    ) {
-                        Ok(rf) => rf,
-                        Err(e) => {
-                            st.error(format!("not creating {target_name}: {e}"));
-                            continue;
-                        }
-                    };
-                    let configs = topics::wanted_configs(
-                        &self.source_admin.topic_configs(&t.name),
-                        &BTreeMap::new(),
-                    );
-                    created =
+            if !ready {
+                if target.is_none() {
+                    target = Some(
                         self.target_admin
-                            .create_topic(&target_name, t.partitions, rf, &configs)?;
-                    tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, partitions = t.partitions, rf, "created target topic");
+                            .topics()?
+                            .into_iter()
+                            .map(|x| (x.name.clone(), x))
+                            .collect(),
+                    );
                 }
-                Some(info) if info.partitions < t.partitions => {
-                    if let Err(e) = self.target_admin.add_partitions(&target_name, t.partitions) {
-                        st.error(format!(
+                let existing = target.as_ref().and_then(|m| m.get(&target_name));
+                match existing {
+                    None => {
+                        let rf = match topics::replication_factor(
+                            cfg,
+                            t.replication_factor,
+                            self.target_admin.brokers()?,
+                        ) {
+                            Ok(rf) => rf,
+                            Err(e) => {
+                                st.error(format!("not creating {target_name}: {e}"));
+                                continue;
+                            }
+                        };
+                        let configs = topics::wanted_configs(
+                            &self.source_admin.topic_configs(&t.name),
+                            &BTreeMap::new(),
+                        );
+                        created = self.target_admin.create_topic(
+                            &target_name,
+                            t.partitions,
+                            rf,
+                            &configs,
+                        )?;
+                        tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, partitions = t.partitions, rf, "created target topic");
+                    }
+                    Some(info) if info.partitions < t.partitions => {
+                        if let Err(e) = self.target_admin.add_partitions(&target_name, t.partitions)
+                        {
+                            st.error(format!(
                             "{} has {} partitions on the source but {} on the target, and adding them failed: {e}",
                             t.name, t.partitions, info.partitions
                         ));
+                            continue;
+                        }
+                        tracing::info!(flow = %cfg.id, topic = %target_name, partitions = t.partitions, "added partitions on the target");
+                    }
+                    Some(info) if info.partitions > t.partitions => {
+                        tracing::warn!(flow = %cfg.id, topic = %target_name, source = t.partitions, target = info.partitions, "target topic has more partitions than the source; the extra ones get no copies");
+                    }
+                    Some(_) => {}
+                }
+                // librdkafka refuses a record for a partition its metadata does
+                // not have yet (UnknownPartition) instead of waiting for it, so
+                // the target producer must see new partitions (just added, or
+                // added by someone else) before records for them are queued.
+                if t.partitions > known.unwrap_or(0) && !created {
+                    let seen = self
+                        .producer
+                        .client()
+                        .fetch_metadata(Some(&target_name), std::time::Duration::from_secs(10))
+                        .ok()
+                        .and_then(|md| md.topics().first().map(|t| t.partitions().len()))
+                        .unwrap_or(0);
+                    if (seen as i32) < t.partitions {
+                        tracing::debug!(flow = %cfg.id, topic = %target_name, seen, want = t.partitions, "target producer does not see the new partitions yet; retried at the next discovery");
                         continue;
                     }
-                    tracing::info!(flow = %cfg.id, topic = %target_name, partitions = t.partitions, "added partitions on the target");
-                }
-                Some(info) if info.partitions > t.partitions => {
-                    tracing::warn!(flow = %cfg.id, topic = %target_name, source = t.partitions, target = info.partitions, "target topic has more partitions than the source; the extra ones get no copies");
-                }
-                Some(_) => {}
-            }
-            // librdkafka refuses a record for a partition its metadata does
-            // not have yet (UnknownPartition) instead of waiting for it, so
-            // the target producer must see new partitions (just added, or
-            // added by someone else) before records for them are queued.
-            if t.partitions > known.unwrap_or(0) && !created {
-                let seen = self
-                    .producer
-                    .client()
-                    .fetch_metadata(Some(&target_name), std::time::Duration::from_secs(10))
-                    .ok()
-                    .and_then(|md| md.topics().first().map(|t| t.partitions().len()))
-                    .unwrap_or(0);
-                if (seen as i32) < t.partitions {
-                    tracing::debug!(flow = %cfg.id, topic = %target_name, seen, want = t.partitions, "target producer does not see the new partitions yet; retried at the next discovery");
-                    continue;
                 }
             }
             // Partitions are assigned in order; one that cannot be resumed
             // (its target does not answer) stops the topic there, and the
             // next discovery pass starts again from it.
+            let todo: Vec<i32> = match &self.member {
+                None => (known.unwrap_or(0)..t.partitions).collect(),
+                Some(m) => {
+                    let parts = st.lock();
+                    m.owned_of(&t.name)
+                        .into_iter()
+                        .filter(|&p| {
+                            p < t.partitions
+                                && !parts.contains_key(&SourcePartition {
+                                    topic: t.name.clone(),
+                                    partition: p,
+                                })
+                        })
+                        .collect()
+                }
+            };
             let mut done = known.unwrap_or(0);
-            if done < t.partitions {
+            if !todo.is_empty() {
                 let read = ids.get_or_insert_with(|| self.source_topic_ids());
                 if read.get(&t.name).is_none() {
                     tracing::warn!(flow = %cfg.id, topic = %t.name, "no source topic id: a truncated source log cannot be told from a recreated topic, and is handled as a truncation");
                 }
             }
-            for p in known.unwrap_or(0)..t.partitions {
+            for p in todo {
                 let sp = SourcePartition {
                     topic: t.name.clone(),
                     partition: p,
@@ -158,7 +187,12 @@ impl Runner<'_> {
                     })?;
                 done = p + 1;
             }
-            if done > known.unwrap_or(0) {
+            if self.member.is_some() {
+                if !ready {
+                    tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, of = t.partitions, "replicating topic (shared)");
+                    self.assigned.insert(t.name.clone(), t.partitions);
+                }
+            } else if done > known.unwrap_or(0) {
                 tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, partitions = done, of = t.partitions, "replicating topic");
                 self.assigned.insert(t.name.clone(), done);
             }

@@ -5,14 +5,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::message::Message;
-use rdkafka::producer::BaseRecord;
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
 use super::compat;
-use super::deliver::CHECKPOINT;
+use super::deliver::{Deliver, CHECKPOINT};
 use super::error::Error;
 use super::runner::Runner;
 use super::scan::{scan, Place};
-use super::state::{checkpoint_key, parse_checkpoint_key, topic_id_key, SourcePartition};
+use super::state::{
+    checkpoint_key, parse_checkpoint_key, topic_id_key, FlowState, SourcePartition,
+};
 use super::topics::Admin;
 use crate::offsets::OffsetMap;
 
@@ -118,47 +120,24 @@ fn read_partition(
 }
 
 impl Runner<'_> {
+    /// Reads the state topic again (a shared flow's partitions just came
+    /// from another instance, whose last checkpoint is newer than what
+    /// this one read at start).
+    pub(super) fn reload_checkpoints(&mut self) {
+        let st = &self.setup.state;
+        match load_checkpoints(self.setup.target(), &self.setup.state_topic, &st.cfg.id) {
+            Ok(saved) => {
+                self.checkpoints = saved.maps;
+                self.checkpoint_ids = saved.ids;
+            }
+            Err(e) => st.error(format!("cannot read the checkpoints of partitions handed over: {e}; their copies are found on the target instead")),
+        }
+    }
+
     /// Writes the maps of partitions that changed to the state topic.
     pub(super) fn checkpoint(&self) {
         let st = &self.setup.state;
-        // Ids before maps: a map is never saved under an older id than its
-        // own, or a restart would take it for a recreated topic's.
-        let ids: Vec<(String, String)> = st
-            .lock()
-            .iter_mut()
-            .filter(|(_, p)| p.topic_id_dirty)
-            .filter_map(|(k, p)| {
-                p.topic_id_dirty = false;
-                Some((topic_id_key(&st.cfg.id, k), p.topic_id?.to_string()))
-            })
-            .collect();
-        // A record that cannot be queued marks its partition again, so the
-        // next pass writes it (as a failed delivery does, see `Deliver`).
-        let queue = |key: &str, value: &[u8], what: &str| {
-            let rec = BaseRecord::with_opaque_to(&self.setup.state_topic, CHECKPOINT)
-                .key(key)
-                .payload(value);
-            if let Err((e, _)) = self.producer.send(rec) {
-                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot queue {what}; will retry");
-                st.retry_checkpoint(Some(key.as_bytes()));
-            }
-        };
-        for (key, value) in ids {
-            queue(&key, value.as_bytes(), "a topic id");
-        }
-        let dirty: Vec<(String, Vec<u8>)> = st
-            .lock()
-            .iter_mut()
-            .filter(|(_, p)| p.dirty)
-            .map(|(k, p)| {
-                p.dirty = false;
-                if p.map.len() > MAX_RUNS {
-                    let cut = p.map.runs()[p.map.len() - MAX_RUNS].source;
-                    p.map.prune_before(cut);
-                }
-                (checkpoint_key(&st.cfg.id, k), p.map.encode())
-            })
-            .collect();
+        write_maps(st, &self.producer, &self.setup.state_topic, None);
         for (sp, from) in self.setup.orphans.take_changes(&st.cfg.id) {
             let key = super::orphans::watch_key(&st.cfg.id, &sp);
             let value = from.map(|f| f.to_string());
@@ -171,8 +150,64 @@ impl Runner<'_> {
                 tracing::warn!(flow = %st.cfg.id, error = %e, "cannot record the orphan watch in the state topic");
             }
         }
-        for (key, value) in dirty {
-            queue(&key, &value, "a checkpoint");
-        }
     }
+}
+
+/// Queues the changed maps (and topic ids) of the flow's partitions, or of
+/// `only` these, to the state topic.
+pub(super) fn write_maps(
+    st: &FlowState,
+    producer: &ThreadedProducer<Deliver>,
+    state_topic: &str,
+    only: Option<&[SourcePartition]>,
+) -> u64 {
+    let queued = std::sync::atomic::AtomicU64::new(0);
+    let chosen = |k: &SourcePartition| only.is_none_or(|o| o.contains(k));
+    // Ids before maps: a map is never saved under an older id than its
+    // own, or a restart would take it for a recreated topic's.
+    let ids: Vec<(String, String)> = st
+        .lock()
+        .iter_mut()
+        .filter(|(k, p)| p.topic_id_dirty && chosen(k))
+        .filter_map(|(k, p)| {
+            p.topic_id_dirty = false;
+            Some((topic_id_key(&st.cfg.id, k), p.topic_id?.to_string()))
+        })
+        .collect();
+    // A record that cannot be queued marks its partition again, so the
+    // next pass writes it (as a failed delivery does, see `Deliver`).
+    let queue = |key: &str, value: &[u8], what: &str| {
+        let rec = BaseRecord::with_opaque_to(state_topic, CHECKPOINT)
+            .key(key)
+            .payload(value);
+        match producer.send(rec) {
+            Ok(()) => {
+                queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot queue {what}; will retry");
+                st.retry_checkpoint(Some(key.as_bytes()));
+            }
+        }
+    };
+    for (key, value) in ids {
+        queue(&key, value.as_bytes(), "a topic id");
+    }
+    let dirty: Vec<(String, Vec<u8>)> = st
+        .lock()
+        .iter_mut()
+        .filter(|(k, p)| p.dirty && chosen(k))
+        .map(|(k, p)| {
+            p.dirty = false;
+            if p.map.len() > MAX_RUNS {
+                let cut = p.map.runs()[p.map.len() - MAX_RUNS].source;
+                p.map.prune_before(cut);
+            }
+            (checkpoint_key(&st.cfg.id, k), p.map.encode())
+        })
+        .collect();
+    for (key, value) in dirty {
+        queue(&key, &value, "a checkpoint");
+    }
+    queued.into_inner()
 }

@@ -112,6 +112,10 @@ impl Runner<'_> {
                 },
             );
             let mut parts = st.lock();
+            // A shared flow's partition that just left this instance.
+            if st.cfg.shared && !parts.contains_key(&key) {
+                return;
+            }
             let p = parts.entry(key).or_default();
             p.read_next = offset + 1;
             p.last_read_ts = ts;

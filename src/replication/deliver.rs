@@ -35,6 +35,7 @@ impl ProducerContext for Deliver {
                 if source_offset == CHECKPOINT {
                     tracing::warn!(flow = %self.0.cfg.id, error = %e, "checkpoint write failed; will retry");
                     self.0.retry_checkpoint(m.key());
+                    self.0.checkpoint_acks.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 if source_offset == RESTORED {
@@ -65,6 +66,7 @@ impl ProducerContext for Deliver {
             }
         };
         if source_offset == CHECKPOINT {
+            self.0.checkpoint_acks.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let bytes = m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);

@@ -36,6 +36,7 @@ pub mod error;
 pub mod flow;
 pub mod groups;
 mod lag;
+mod membership;
 pub mod orphans;
 pub mod provenance;
 mod registry;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,8 +15,9 @@ use super::checkpoints::{ensure_state_topic, load_checkpoints};
 use super::deliver::{Deliver, SourceStats};
 use super::error::{Error, Side};
 use super::flow::FlowSetup;
+use super::membership::{Member, Release};
 use super::scan::resume_point;
-use super::state::SourcePartition;
+use super::state::{FlowState, SourcePartition};
 use super::topics::Admin;
 use crate::cluster::rdkafka::client_config;
 use crate::offsets::OffsetMap;
@@ -26,8 +28,8 @@ pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 /// A started flow: its clients and what it has assigned.
 pub(super) struct Runner<'a> {
     pub(super) setup: &'a FlowSetup,
-    pub(super) source: BaseConsumer<SourceStats>,
-    pub(super) producer: ThreadedProducer<Deliver>,
+    pub(super) source: Arc<BaseConsumer<SourceStats>>,
+    pub(super) producer: Arc<ThreadedProducer<Deliver>>,
     pub(super) source_admin: Admin,
     pub(super) target_admin: Admin,
     /// Source topics assigned, with their partition counts.
@@ -36,6 +38,9 @@ pub(super) struct Runner<'a> {
     pub(super) checkpoints: HashMap<SourcePartition, OffsetMap>,
     /// The source topic ids saved with those maps.
     pub(super) checkpoint_ids: HashMap<SourcePartition, uuid::Uuid>,
+    /// A shared flow's membership in its group (`None`: this instance
+    /// copies every partition).
+    pub(super) member: Option<Member>,
 }
 
 impl<'a> Runner<'a> {
@@ -115,6 +120,25 @@ impl<'a> Runner<'a> {
             setup.rt.clone(),
         )?;
         ensure_state_topic(&target_admin, &setup.state_topic)?;
+        let source = Arc::new(source);
+        let producer = Arc::new(producer);
+        let member = if cfg.shared {
+            // Partitions of an earlier start are this instance's only once
+            // the group says so again.
+            st.lock().clear();
+            Some(Member::new(
+                cfg,
+                &setup.clusters.source,
+                release(
+                    st.clone(),
+                    source.clone(),
+                    producer.clone(),
+                    setup.state_topic.clone(),
+                ),
+            )?)
+        } else {
+            None
+        };
         let saved = load_checkpoints(setup.target(), &setup.state_topic, &cfg.id)?;
         let checkpoints = saved.maps;
         setup.orphans.resume(&cfg.id, saved.watches);
@@ -128,6 +152,7 @@ impl<'a> Runner<'a> {
             assigned: BTreeMap::new(),
             checkpoints,
             checkpoint_ids: saved.ids,
+            member,
         })
     }
 
@@ -160,6 +185,15 @@ impl<'a> Runner<'a> {
                 self.checkpoint();
                 next_checkpoint = now + cfg.checkpoint_interval;
             }
+            if let Some(m) = &self.member {
+                m.serve();
+                if m.take_gained() {
+                    // The previous owner's last checkpoint, then discovery
+                    // starts the partitions at once.
+                    self.reload_checkpoints();
+                    next_discovery = Instant::now();
+                }
+            }
             self.rewind_failed();
             if self
                 .setup
@@ -174,6 +208,10 @@ impl<'a> Runner<'a> {
                 Some(Ok(m)) => self.copy(&m),
                 Some(Err(e)) => self.source_error(e),
             }
+        }
+        if let Some(m) = &self.member {
+            // Hands every partition over, checkpointed.
+            m.leave();
         }
         self.drain();
         self.checkpoint();
@@ -298,4 +336,66 @@ impl<'a> Runner<'a> {
             ));
         }
     }
+}
+
+/// How long a handover waits for the partition's copies and checkpoint.
+const RELEASE_BOUND: Duration = Duration::from_secs(30);
+
+/// What a shared flow does with partitions that leave this instance: stop
+/// reading them, let their copies in flight land, checkpoint them (unless
+/// the group already gave them away: the new owner's progress must not be
+/// overwritten), and forget them.
+fn release(
+    st: Arc<FlowState>,
+    source: Arc<BaseConsumer<SourceStats>>,
+    producer: Arc<ThreadedProducer<Deliver>>,
+    state_topic: String,
+) -> Release {
+    Box::new(move |parts, lost| {
+        let held: Vec<SourcePartition> = {
+            let g = st.lock();
+            parts
+                .iter()
+                .filter(|p| g.contains_key(p))
+                .cloned()
+                .collect()
+        };
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in &held {
+            tpl.add_partition(&p.topic, p.partition);
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = source.incremental_unassign(&tpl) {
+                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot stop reading released partitions");
+            }
+        }
+        let deadline = Instant::now() + RELEASE_BOUND;
+        let busy = |st: &FlowState| {
+            st.lock()
+                .iter()
+                .any(|(k, p)| p.in_flight > 0 && held.contains(k))
+        };
+        while busy(&st) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !lost {
+            for (k, p) in st.lock().iter_mut() {
+                if held.contains(k) {
+                    p.dirty = true;
+                }
+            }
+            let before = st.checkpoint_acks.load(Ordering::Relaxed);
+            let queued = super::checkpoints::write_maps(&st, &producer, &state_topic, Some(&held));
+            while st.checkpoint_acks.load(Ordering::Relaxed) < before + queued
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let mut g = st.lock();
+        for p in &held {
+            g.remove(p);
+        }
+        tracing::info!(flow = %st.cfg.id, partitions = held.len(), lost, "partitions released");
+    })
 }

@@ -112,6 +112,9 @@ pub struct FlowState {
     /// the loop scans the partitions for rewinds only then, not once per
     /// record (a scan per record made each record cost O(partitions)).
     pub failures: std::sync::atomic::AtomicBool,
+    /// Checkpoint records the target answered (acknowledged or refused),
+    /// for a handover that waits for its checkpoint.
+    pub checkpoint_acks: std::sync::atomic::AtomicU64,
 }
 
 impl FlowState {
@@ -128,6 +131,7 @@ impl FlowState {
             copied_bytes: Default::default(),
             restore_requested: Default::default(),
             failures: Default::default(),
+            checkpoint_acks: Default::default(),
         }
     }
 
