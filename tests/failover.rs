@@ -391,24 +391,89 @@ struct Setup {
     /// Stop flags of the rdkafka threads: producers, consumers.
     stops: [Arc<AtomicBool>; 2],
     clients: Vec<Client>,
+    /// The engine's other instance, when it is spread.
+    spread: Option<Spread>,
 }
 
-fn config(dcs: &TwoClusters, active: &str) -> String {
+fn config(dcs: &TwoClusters, active: &str, spread: Option<&Spread>) -> String {
+    let admin = spread
+        .map(|s| format!("admin:\n  listen: \"{}\"\n", s.run_admin))
+        .unwrap_or_default();
     format!(
-        "{}  switch_lag_timeout: 10s\nreplication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [\"fo-.*\"], {FAST} }}\n    - {{ source: dc2, target: dc1, topics: [\"fo-.*\"], {FAST} }}\n",
-        dcs.config(active, "")
+        "{}  switch_lag_timeout: 10s\n{admin}{}",
+        dcs.config(active, ""),
+        flows(spread.is_some())
     )
+}
+
+fn flows(shared: bool) -> String {
+    let shared = if shared {
+        ", shared: true, session_timeout: 6s"
+    } else {
+        ""
+    };
+    format!(
+        "replication:\n  flows:\n    - {{ source: dc1, target: dc2, topics: [\"fo-.*\"], {FAST}{shared} }}\n    - {{ source: dc2, target: dc1, topics: [\"fo-.*\"], {FAST}{shared} }}\n"
+    )
+}
+
+/// The engine spread over `kflip run` and a `kflip replicate` beside it
+/// (shared flows), each with an admin listener so they form a fleet.
+struct Spread {
+    /// `kflip run`'s admin address.
+    run_admin: String,
+    /// The other instance.
+    replicate: Kflip,
+}
+
+impl Spread {
+    fn start(dcs: &TwoClusters) -> Spread {
+        let yaml = format!(
+            "clusters:\n  dc1: {{ bootstrap: \"{}\" }}\n  dc2: {{ bootstrap: \"{}\" }}\nadmin:\n  listen: \"127.0.0.1:{}\"\n{}",
+            dcs.dc1.addr(),
+            dcs.dc2.addr(),
+            support::free_port(),
+            flows(true)
+        );
+        Spread {
+            run_admin: format!("127.0.0.1:{}", support::free_port()),
+            replicate: Kflip::spawn("replicate", &yaml, "kflip=info"),
+        }
+    }
 }
 
 impl Setup {
     fn start() -> Setup {
+        Setup::start_with(false)
+    }
+
+    /// With `spread`, the flows are shared by `kflip run` and a `kflip
+    /// replicate`, and the setup waits until both copy partitions.
+    fn start_with(spread: bool) -> Setup {
         static ONE: Mutex<()> = Mutex::new(());
         let one = ONE.lock().unwrap_or_else(|e| e.into_inner());
         let dcs = TwoClusters::start();
         for lib in libs() {
             create_topic(&dcs.dc1.addr(), &topic_of(lib), 3);
         }
-        let kflip = Kflip::start_command("run", &config(&dcs, "dc1"), "kflip=info");
+        let spread = spread.then(|| Spread::start(&dcs));
+        let kflip =
+            Kflip::start_command("run", &config(&dcs, "dc1", spread.as_ref()), "kflip=info");
+        if let Some(sp) = &spread {
+            wait_for("both instances copy", Duration::from_secs(60), || {
+                [&kflip, &sp.replicate]
+                    .iter()
+                    .all(|k| k.log().contains("taking over partitions"))
+                    .then_some(())
+            });
+            // The proxy's planned switch asks the fleet's engines: it must
+            // see the other instance's beacon first.
+            wait_for("the fleet of two", Duration::from_secs(60), || {
+                let (_, body) = support::http_get(&sp.run_admin, "/status");
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (v["fleet"]["members"].as_array()?.len() >= 2).then_some(())
+            });
+        }
         for lib in libs() {
             wait_for("topics created on dc2", Duration::from_secs(30), || {
                 clients::read_all(&dcs.dc2.addr(), &topic_of(lib))
@@ -445,6 +510,7 @@ impl Setup {
             stop_file,
             stops,
             clients,
+            spread,
         }
     }
 
@@ -547,7 +613,8 @@ impl Setup {
     }
 
     fn flip(&self, to: &str, epoch: u64) {
-        self.kflip.write_config(&config(&self.dcs, to));
+        self.kflip
+            .write_config(&config(&self.dcs, to, self.spread.as_ref()));
         let needle = format!("epoch={epoch}");
         wait_for("the switch", Duration::from_secs(30), || {
             self.kflip
@@ -812,7 +879,22 @@ fn finish(s: &mut Setup, final_cluster: &str, planned: bool, orphans: &Orphans) 
             &lost[..lost.len().min(5)]
         );
         if planned && c.role == Role::Manual {
-            assert_eq!(dups, 0, "{} manual: duplicates in a planned switch", c.lib);
+            // Each duplicate with where it was received, first and again.
+            let mut first = HashMap::new();
+            let again: Vec<(&String, usize, usize)> = e
+                .got
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| first.insert(v, i).map(|at| (v, at, i)))
+                .collect();
+            assert_eq!(
+                dups,
+                0,
+                "{} manual: duplicates in a planned switch (value, first, again) of {}: {:?}",
+                c.lib,
+                e.got.len(),
+                &again[..again.len().min(6)]
+            );
         }
     }
     eprintln!("{}", report.join("\n"));
@@ -842,6 +924,40 @@ fn disaster_failover_with_every_client() {
         s.kflip.log().contains("disaster switch"),
         "the switch was not treated as a disaster"
     );
+    s.progress("clients running on dc2", 60);
+    let dc2 = s.dcs.dc2.addr();
+    let orphans = Orphans {
+        acked_before_disaster,
+        ..Orphans::default()
+    };
+    finish(&mut s, &dc2, false, &orphans);
+}
+
+#[test]
+fn planned_switchover_and_failback_with_the_engine_spread_over_two_instances() {
+    let mut s = Setup::start_with(true);
+    s.progress("clients running on dc1", 50);
+    s.flip("dc2", 1);
+    s.progress("clients running on dc2", 60);
+    s.flip("dc1", 2);
+    s.progress("clients running on dc1 again", 60);
+    assert!(
+        s.kflip
+            .log()
+            .contains("the fleet's engines caught up replication"),
+        "the planned switch waited for the other instance too"
+    );
+    let dc1 = s.dcs.dc1.addr();
+    finish(&mut s, &dc1, true, &Orphans::default());
+}
+
+#[test]
+fn disaster_failover_with_the_engine_spread_over_two_instances() {
+    let mut s = Setup::start_with(true);
+    s.progress("clients running on dc1", 50);
+    s.dcs.dc1.kill();
+    let acked_before_disaster = Some(s.acked_now());
+    s.flip("dc2", 1);
     s.progress("clients running on dc2", 60);
     let dc2 = s.dcs.dc2.addr();
     let orphans = Orphans {

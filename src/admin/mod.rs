@@ -112,7 +112,9 @@ pub async fn start(sources: Arc<Sources>, listen: &str) -> anyhow::Result<std::n
         sources.config.clone(),
         sources.shutdown.clone(),
     ));
-    if let (Some(p), None) = (&sources.proxy, &sources.engine) {
+    // A proxy without an engine asks the fleet's engines to catch up in a
+    // planned switch; one with an engine does too for its shared flows.
+    if let Some(p) = &sources.proxy {
         p.board()
             .set_remote(Arc::new(fleet::FleetEngines(sources.clone())));
     }

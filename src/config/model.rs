@@ -98,6 +98,8 @@ pub struct FlowFile {
     /// How long a sharing instance may be silent before its partitions go
     /// to the others, e.g. `10s`.
     pub session_timeout: Option<String>,
+    /// How often a shared flow commits its copies, e.g. `100ms`.
+    pub commit_interval: Option<String>,
 }
 
 /// One entry of a flow's `users:`.

@@ -105,6 +105,9 @@ pub struct FlowConfig {
     /// How long a sharing instance may be silent before its partitions go
     /// to the others.
     pub session_timeout: Duration,
+    /// How often a shared flow commits its transaction (its copies become
+    /// visible to read_committed consumers, and count as copied).
+    pub commit_interval: Duration,
 }
 
 impl FlowConfig {
@@ -316,6 +319,20 @@ fn validate_flow(
                 return Err(invalid(
                     format!("{key}.session_timeout"),
                     "must be between 6s and 30m (the brokers' group.min/max.session.timeout.ms defaults)",
+                ));
+            }
+            t
+        },
+        commit_interval: {
+            let t = d(
+                "commit_interval",
+                f.commit_interval,
+                Duration::from_millis(100),
+            )?;
+            if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&t) {
+                return Err(invalid(
+                    format!("{key}.commit_interval"),
+                    "must be between 10ms and 30s (the transaction stays open in between)",
                 ));
             }
             t

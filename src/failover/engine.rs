@@ -49,6 +49,22 @@ impl EngineLink {
         Some(e.catch_up(from.as_str(), to.as_str(), bound, commits).await)
     }
 
+    /// Whether a flow `from -> to` of this process's engine is shared with
+    /// other instances (the fleet's engines copy the rest).
+    pub fn shares(&self, from: &ClusterName, to: &ClusterName) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|e| e.shares(from.as_str(), to.as_str()))
+    }
+
+    /// Reads the maps the fleet's engines checkpointed for the shared flows
+    /// `from -> to`, so commits of their partitions translate here too.
+    pub async fn refresh_remote(&self, from: &ClusterName, to: &ClusterName) {
+        if let Some(e) = &self.0 {
+            e.refresh_remote(from.as_str(), to.as_str()).await;
+        }
+    }
+
     /// A disaster switch away from `from`: the engine stops waiting on it
     /// and the last observed commits are pushed to `to`.
     pub async fn disaster(&self, from: &ClusterName, to: &ClusterName, commits: Commits) {

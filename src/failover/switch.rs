@@ -275,37 +275,25 @@ async fn hold(
     }
     *phase.lock().unwrap_or_else(|e| e.into_inner()) = Phase::CatchUp;
     let commits = board.tracker.commits_on(from);
-    let Some(caught) = board
-        .engine
-        .catch_up(from, to, cfg.switch_lag_timeout, commits)
-        .await
-    else {
-        let remote = match board.remote() {
-            Some(r) => r.catch_up(from, to, cfg.switch_lag_timeout).await,
-            None => None,
-        };
-        match remote {
-            Some(r) if r.caught_up.len() == r.engines.len() => {
-                tracing::info!(%from, %to, engines = ?r.engines, "the fleet's engines caught up replication");
-            }
-            Some(r) => {
-                tracing::warn!(%from, %to, engines = ?r.engines, answered = ?r.caught_up, behind = r.behind, "the fleet's engines did not all catch up in proxy.switch_lag_timeout; switching with records possibly not replicated");
-                if r.behind > 0 {
-                    gaps.lock().unwrap_or_else(|e| e.into_inner()).push(
-                        crate::replication::state::PartitionLag {
-                            topic: "*".into(),
-                            partition: -1,
-                            records: r.behind,
-                            seconds: 0.0,
-                            source_end: -1,
-                            replicated_to: -1,
-                        },
-                    );
-                }
-            }
-            None => {
-                tracing::warn!(%from, %to, "no replication engine in this process or its fleet with a flow between them: not waiting for replication; consumers resume at offsets the engine synced");
-            }
+    // A shared flow's other partitions are copied by the fleet's engines:
+    // they catch up at the same time as this process's.
+    let fleet = async {
+        if board.engine.shares(from, to) {
+            fleet_catch_up(board, cfg, from, to, gaps).await;
+            // Their checkpoints, written for this switch, translate the
+            // commits held consumers send once released.
+            board.engine.refresh_remote(from, to).await;
+        }
+    };
+    let (local, ()) = tokio::join!(
+        board
+            .engine
+            .catch_up(from, to, cfg.switch_lag_timeout, commits),
+        fleet
+    );
+    let Some(caught) = local else {
+        if !fleet_catch_up(board, cfg, from, to, gaps).await {
+            tracing::warn!(%from, %to, "no replication engine in this process or its fleet with a flow between them: not waiting for replication; consumers resume at offsets the engine synced");
         }
         return;
     };
@@ -315,7 +303,7 @@ async fn hold(
     }
     gaps.lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clone_from(&caught.gaps);
+        .extend(caught.gaps.iter().cloned());
     for g in &caught.gaps {
         if g.records < 0 {
             tracing::warn!(topic = %g.topic, partition = g.partition, replicated_to = g.replicated_to, "switching without knowing whether records are not replicated: the old cluster's log end could not be read (proxy.switch_lag_timeout expired)");
@@ -323,6 +311,43 @@ async fn hold(
             tracing::warn!(topic = %g.topic, partition = g.partition, records = g.records, replicated_to = g.replicated_to, source_end = g.source_end, "switching with records not replicated (proxy.switch_lag_timeout expired)");
         }
     }
+}
+
+/// Asks the fleet's engines to catch up `from -> to` (see
+/// `crate::admin::fleet`); false when no engine of the fleet has the flow.
+async fn fleet_catch_up(
+    board: &Switchboard,
+    cfg: &crate::config::ProxyConfig,
+    from: &ClusterName,
+    to: &ClusterName,
+    gaps: &std::sync::Mutex<Vec<crate::replication::state::PartitionLag>>,
+) -> bool {
+    let remote = match board.remote() {
+        Some(r) => r.catch_up(from, to, cfg.switch_lag_timeout).await,
+        None => None,
+    };
+    match remote {
+        Some(r) if r.caught_up.len() == r.engines.len() => {
+            tracing::info!(%from, %to, engines = ?r.engines, "the fleet's engines caught up replication");
+        }
+        Some(r) => {
+            tracing::warn!(%from, %to, engines = ?r.engines, answered = ?r.caught_up, behind = r.behind, "the fleet's engines did not all catch up in proxy.switch_lag_timeout; switching with records possibly not replicated");
+            if r.behind > 0 {
+                gaps.lock().unwrap_or_else(|e| e.into_inner()).push(
+                    crate::replication::state::PartitionLag {
+                        topic: "*".into(),
+                        partition: -1,
+                        records: r.behind,
+                        seconds: 0.0,
+                        source_end: -1,
+                        replicated_to: -1,
+                    },
+                );
+            }
+        }
+        None => return false,
+    }
+    true
 }
 
 /// Logs, per partition, what the old cluster acknowledged that the flows to

@@ -27,15 +27,16 @@ impl Runner<'_> {
             .iter()
             .filter(|t| cfg.wants_topic(&t.name, &self.setup.state_topic))
             .collect();
-        if let Some(m) = &mut self.member {
-            m.subscribe(wanted.iter().map(|t| t.name.clone()).collect())?;
+        if let Some(s) = &mut self.shared {
+            s.member
+                .subscribe(wanted.iter().map(|t| t.name.clone()).collect())?;
         }
         for t in wanted {
             let known = self.assigned.get(&t.name).copied();
             let ready = known.is_some_and(|n| n >= t.partitions);
             // Unshared, a topic is done once all its partitions are; shared,
             // the partitions the group gives this instance come and go.
-            if ready && self.member.is_none() {
+            if ready && self.shared.is_none() {
                 continue;
             }
             let target_name = cfg.target_topic(&t.name);
@@ -113,11 +114,12 @@ impl Runner<'_> {
             // Partitions are assigned in order; one that cannot be resumed
             // (its target does not answer) stops the topic there, and the
             // next discovery pass starts again from it.
-            let todo: Vec<i32> = match &self.member {
+            let todo: Vec<i32> = match &self.shared {
                 None => (known.unwrap_or(0)..t.partitions).collect(),
-                Some(m) => {
+                Some(s) => {
                     let parts = st.lock();
-                    m.owned_of(&t.name)
+                    s.member
+                        .owned_of(&t.name)
                         .into_iter()
                         .filter(|&p| {
                             p < t.partitions
@@ -130,6 +132,22 @@ impl Runner<'_> {
                 }
             };
             let mut done = known.unwrap_or(0);
+            if !todo.is_empty() && self.shared.is_some() {
+                let sps: Vec<SourcePartition> = todo
+                    .iter()
+                    .map(|&p| SourcePartition {
+                        topic: t.name.clone(),
+                        partition: p,
+                    })
+                    .collect();
+                if let Err(e) = self.take_over(&sps) {
+                    st.error(format!(
+                        "cannot take over partitions of {}: {e}; retried at the next discovery",
+                        t.name
+                    ));
+                    continue;
+                }
+            }
             if !todo.is_empty() {
                 let read = ids.get_or_insert_with(|| self.source_topic_ids());
                 if read.get(&t.name).is_none() {
@@ -187,7 +205,7 @@ impl Runner<'_> {
                     })?;
                 done = p + 1;
             }
-            if self.member.is_some() {
+            if self.shared.is_some() {
                 if !ready {
                     tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, of = t.partitions, "replicating topic (shared)");
                     self.assigned.insert(t.name.clone(), t.partitions);

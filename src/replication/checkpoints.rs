@@ -43,6 +43,8 @@ pub(super) struct Saved {
     pub(super) watches: Vec<(SourcePartition, i64)>,
     /// The source topic id each partition's map was started under.
     pub(super) ids: HashMap<SourcePartition, uuid::Uuid>,
+    /// A shared flow's partition owners (see `super::txn`).
+    pub(super) owners: HashMap<SourcePartition, super::txn::Owner>,
 }
 
 /// Reads the state topic: what it holds for `flow`.
@@ -54,6 +56,7 @@ pub(super) fn load_checkpoints(
     let mut out = HashMap::new();
     let mut ids = HashMap::new();
     let mut watches: HashMap<SourcePartition, Option<i64>> = HashMap::new();
+    let mut owners = HashMap::new();
     for (key, value) in read_partition(target, state_topic, 0, 0).map_err(Error::on_state_topic)? {
         let Some(key) = key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
@@ -61,6 +64,13 @@ pub(super) fn load_checkpoints(
         let text = || value.as_deref().and_then(|v| std::str::from_utf8(v).ok());
         if let Some(sp) = super::orphans::parse_watch_key(flow, key) {
             watches.insert(sp, text().and_then(|v| v.parse().ok()));
+            continue;
+        }
+        if let Some(sp) = super::txn::parse_owner_key(flow, key) {
+            match text().and_then(super::txn::Owner::parse) {
+                Some(o) => owners.insert(sp, o),
+                None => owners.remove(&sp),
+            };
             continue;
         }
         if let Some(sp) = super::state::parse_topic_id_key(flow, key) {
@@ -98,6 +108,7 @@ pub(super) fn load_checkpoints(
         maps: out,
         watches,
         ids,
+        owners,
     })
 }
 
@@ -129,6 +140,9 @@ impl Runner<'_> {
             Ok(saved) => {
                 self.checkpoints = saved.maps;
                 self.checkpoint_ids = saved.ids;
+                if let Some(s) = &mut self.shared {
+                    s.owners = saved.owners;
+                }
             }
             Err(e) => st.error(format!("cannot read the checkpoints of partitions handed over: {e}; their copies are found on the target instead")),
         }
@@ -137,7 +151,20 @@ impl Runner<'_> {
     /// Writes the maps of partitions that changed to the state topic.
     pub(super) fn checkpoint(&self) {
         let st = &self.setup.state;
-        write_maps(st, &self.producer, &self.setup.state_topic, None);
+        let asked = st
+            .checkpoint_asked
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let before = st
+            .checkpoint_acks
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let queued = write_maps(st, self.state_producer(), &self.setup.state_topic, None);
+        if asked {
+            // What answers a checkpoint asked for (see `super::remote`).
+            st.checkpoint_goal
+                .store(before + queued, std::sync::atomic::Ordering::Relaxed);
+            st.checkpoint_asked
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         for (sp, from) in self.setup.orphans.take_changes(&st.cfg.id) {
             let key = super::orphans::watch_key(&st.cfg.id, &sp);
             let value = from.map(|f| f.to_string());
@@ -146,7 +173,7 @@ impl Runner<'_> {
             if let Some(v) = &value {
                 rec = rec.payload(v);
             }
-            if let Err((e, _)) = self.producer.send(rec) {
+            if let Err((e, _)) = self.state_producer().send(rec) {
                 tracing::warn!(flow = %st.cfg.id, error = %e, "cannot record the orphan watch in the state topic");
             }
         }

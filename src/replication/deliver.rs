@@ -19,6 +19,8 @@ use crate::offsets::{SourceOffset, TargetOffset};
 pub(super) const CHECKPOINT: usize = usize::MAX;
 /// Delivery opaque of restored orphans (not recorded in the offset map).
 pub(super) const RESTORED: usize = usize::MAX - 1;
+/// Delivery opaque of a shared flow's owner records (see `super::txn`).
+pub(super) const OWNER: usize = usize::MAX - 2;
 
 /// Producer callbacks: record acknowledged copies in the offset maps.
 pub(super) struct Deliver(pub(super) Arc<FlowState>);
@@ -32,6 +34,11 @@ impl ProducerContext for Deliver {
         let m = match r {
             Ok(m) => m,
             Err((e, m)) => {
+                if source_offset == OWNER {
+                    tracing::warn!(flow = %self.0.cfg.id, error = %e, "owner record write failed");
+                    self.0.owner_failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 if source_offset == CHECKPOINT {
                     tracing::warn!(flow = %self.0.cfg.id, error = %e, "checkpoint write failed; will retry");
                     self.0.retry_checkpoint(m.key());
@@ -69,6 +76,10 @@ impl ProducerContext for Deliver {
             self.0.checkpoint_acks.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        if source_offset == OWNER {
+            self.0.owner_acks.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let bytes = m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
         self.0.copied_records.fetch_add(1, Ordering::Relaxed);
         self.0
@@ -87,6 +98,12 @@ impl ProducerContext for Deliver {
         }) else {
             return;
         };
+        if self.0.cfg.shared && !p.failed {
+            // Counted as copied when its transaction commits.
+            p.pending
+                .push((source_offset as i64, m.offset(), m.timestamp().to_millis()));
+            return;
+        }
         p.in_flight = p.in_flight.saturating_sub(1);
         if p.failed {
             return;

@@ -27,6 +27,8 @@ pub(super) struct Running {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Where the flow's state appears once its clusters answered.
     pub(super) slot: Slot,
+    /// The state topic it checkpoints to.
+    pub(super) state_topic: String,
     /// Stops the group offset sync task.
     groups_stop: CancellationToken,
     /// What the last group offset sync did.
@@ -145,7 +147,7 @@ impl Engine {
         let start = flow::FlowStart {
             cfg: cfg.clone(),
             clusters: clusters.clone(),
-            state_topic,
+            state_topic: state_topic.clone(),
             stop: stop.clone(),
             rt: self.rt.clone(),
             slot: slot.clone(),
@@ -175,6 +177,7 @@ impl Engine {
             stop,
             thread,
             slot,
+            state_topic,
             groups_stop,
             last_sync,
             acls,

@@ -54,6 +54,10 @@ pub enum Cause {
     /// or the login is one the engine's clients cannot use.
     #[error("{0}")]
     Login(#[from] crate::cluster::rdkafka::ConfigError),
+    /// A shared flow's instance was fenced by another, or its transaction
+    /// failed: it starts again from what was committed.
+    #[error("this instance was fenced by another, or its transaction failed; starting again from what was committed")]
+    Fenced,
 }
 
 impl From<KafkaError> for Cause {
@@ -78,7 +82,7 @@ impl Cause {
     pub fn retriable(&self) -> bool {
         match self {
             // A mounted secret file may appear; the operator is told meanwhile.
-            Cause::TimedOut(_) | Cause::Client(_) => true,
+            Cause::TimedOut(_) | Cause::Client(_) | Cause::Fenced => true,
             Cause::Login(e) => matches!(e, crate::cluster::rdkafka::ConfigError::Secret(_)),
             Cause::Broker(code) => code_retriable(*code),
             Cause::Rdkafka(KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)) => false,

@@ -150,8 +150,7 @@ pub fn run(start: FlowStart) {
     while !start.stop.load(Ordering::Relaxed) {
         let attempt = resolve(&start).and_then(|setup| {
             let mut r = Runner::new(&setup)?;
-            r.run();
-            Ok(())
+            r.run()
         });
         match attempt {
             Ok(()) => return,

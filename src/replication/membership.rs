@@ -124,6 +124,8 @@ impl Member {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "latest")
+            // It never reads: its partitions are paused as they come.
+            .set("message.max.bytes", "1000")
             .set("fetch.max.bytes", "1024")
             .set("max.partition.fetch.bytes", "1024")
             .create_with_context(MemberCtx {

@@ -28,6 +28,7 @@
 pub mod acls;
 mod assign;
 mod checkpoints;
+mod clients;
 mod compat;
 mod copy;
 mod deliver;
@@ -35,17 +36,20 @@ mod engine;
 pub mod error;
 pub mod flow;
 pub mod groups;
+mod handover;
 mod lag;
 mod membership;
 pub mod orphans;
 pub mod provenance;
 mod registry;
+mod remote;
 mod runner;
 mod scan;
 mod shrink;
 pub mod state;
 pub mod switchover;
 pub mod topics;
+mod txn;
 
 pub use engine::{Engine, FlowLag};
 pub use lag::log_lag;

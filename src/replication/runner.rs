@@ -12,14 +12,14 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::Offset;
 
 use super::checkpoints::{ensure_state_topic, load_checkpoints};
+use super::clients;
 use super::deliver::{Deliver, SourceStats};
 use super::error::{Error, Side};
 use super::flow::FlowSetup;
-use super::membership::{Member, Release};
+use super::handover::Shared;
 use super::scan::resume_point;
-use super::state::{FlowState, SourcePartition};
+use super::state::SourcePartition;
 use super::topics::Admin;
-use crate::cluster::rdkafka::client_config;
 use crate::offsets::OffsetMap;
 
 /// Bound of each wait of a flow on its clients.
@@ -29,6 +29,7 @@ pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct Runner<'a> {
     pub(super) setup: &'a FlowSetup,
     pub(super) source: Arc<BaseConsumer<SourceStats>>,
+    /// Writes the copies (transactional in a shared flow).
     pub(super) producer: Arc<ThreadedProducer<Deliver>>,
     pub(super) source_admin: Admin,
     pub(super) target_admin: Admin,
@@ -38,75 +39,15 @@ pub(super) struct Runner<'a> {
     pub(super) checkpoints: HashMap<SourcePartition, OffsetMap>,
     /// The source topic ids saved with those maps.
     pub(super) checkpoint_ids: HashMap<SourcePartition, uuid::Uuid>,
-    /// A shared flow's membership in its group (`None`: this instance
+    /// A shared flow's membership and fencing (`None`: this instance
     /// copies every partition).
-    pub(super) member: Option<Member>,
+    pub(super) shared: Option<Shared>,
 }
 
 impl<'a> Runner<'a> {
     pub(super) fn new(setup: &'a FlowSetup) -> Result<Runner<'a>, Error> {
         let st = &setup.state;
         let cfg = &st.cfg;
-        let source: BaseConsumer<SourceStats> =
-            client_config(&setup.clusters.source, "kflip-engine")
-                .map_err(|e| {
-                    Error::cluster(Side::Source, cfg.source.as_str(), "set up the login", e)
-                })?
-                .set("group.id", format!("_kflip-engine-{}", cfg.id))
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("isolation.level", "read_committed")
-                .set("auto.offset.reset", "error")
-                .set("statistics.interval.ms", "1000")
-                // Brokers answer a fetch as soon as data is there; the wait only
-                // matters when the source is idle, and on brokers that hold
-                // every fetch for the whole wait (see `compat`).
-                .set(
-                    "fetch.wait.max.ms",
-                    cfg.fetch_wait.as_millis().max(1).to_string(),
-                )
-                .set("fetch.max.bytes", "52428800")
-                .set(
-                    "max.partition.fetch.bytes",
-                    cfg.fetch_partition_bytes.to_string(),
-                )
-                .set("fetch.min.bytes", cfg.fetch_min_bytes.to_string())
-                .set("queued.max.messages.kbytes", "262144")
-                .create_with_context(SourceStats(st.clone()))
-                .map_err(|e| {
-                    Error::cluster(
-                        Side::Source,
-                        cfg.source.as_str(),
-                        "create the source consumer",
-                        e,
-                    )
-                })?;
-        let producer: ThreadedProducer<Deliver> =
-            client_config(&setup.clusters.target, "kflip-engine")
-                .map_err(|e| {
-                    Error::cluster(Side::Target, cfg.target.as_str(), "set up the login", e)
-                })?
-                .set("acks", "all")
-                .set("enable.idempotence", "true")
-                .set("max.in.flight.requests.per.connection", "5")
-                .set("message.timeout.ms", "0")
-                .set("linger.ms", cfg.linger.as_millis().to_string())
-                .set("batch.size", cfg.batch_bytes.to_string())
-                .set(
-                    "queue.buffering.max.messages",
-                    cfg.max_buffered_records.to_string(),
-                )
-                .set("queue.buffering.max.kbytes", "1048576")
-                .set("compression.type", "none")
-                .create_with_context(Deliver(st.clone()))
-                .map_err(|e| {
-                    Error::cluster(
-                        Side::Target,
-                        cfg.target.as_str(),
-                        "create the target producer",
-                        e,
-                    )
-                })?;
         let source_admin = Admin::new(
             st.cfg.source.as_str(),
             Side::Source,
@@ -120,29 +61,17 @@ impl<'a> Runner<'a> {
             setup.rt.clone(),
         )?;
         ensure_state_topic(&target_admin, &setup.state_topic)?;
-        let source = Arc::new(source);
-        let producer = Arc::new(producer);
-        let member = if cfg.shared {
-            // Partitions of an earlier start are this instance's only once
-            // the group says so again.
-            st.lock().clear();
-            Some(Member::new(
-                cfg,
-                &setup.clusters.source,
-                release(
-                    st.clone(),
-                    source.clone(),
-                    producer.clone(),
-                    setup.state_topic.clone(),
-                ),
-            )?)
-        } else {
-            None
-        };
+        let source = Arc::new(clients::source_consumer(setup)?);
+        let incarnation = cfg.shared.then(|| super::txn::incarnation(&cfg.id));
+        let producer = Arc::new(clients::target_producer(setup, incarnation.as_deref())?);
         let saved = load_checkpoints(setup.target(), &setup.state_topic, &cfg.id)?;
+        let shared = match incarnation {
+            Some(id) => Some(Shared::start(setup, id, &source, &producer, saved.owners)?),
+            None => None,
+        };
         let checkpoints = saved.maps;
         setup.orphans.resume(&cfg.id, saved.watches);
-        tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), "flow started");
+        tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), shared = cfg.shared, "flow started");
         Ok(Runner {
             setup,
             source,
@@ -152,15 +81,27 @@ impl<'a> Runner<'a> {
             assigned: BTreeMap::new(),
             checkpoints,
             checkpoint_ids: saved.ids,
-            member,
+            shared,
         })
+    }
+
+    /// Where progress is written: a shared flow's checkpoints and owner
+    /// records go outside its transactions.
+    pub(super) fn state_producer(&self) -> &ThreadedProducer<Deliver> {
+        match &self.shared {
+            Some(s) => &s.state_producer,
+            None => &self.producer,
+        }
     }
 
     pub(super) fn stopping(&self) -> bool {
         self.setup.stop.load(Ordering::Relaxed)
     }
 
-    pub(super) fn run(&mut self) {
+    /// Copies until the flow is stopped; an error is a shared flow's
+    /// incarnation that was fenced or whose transaction failed: the flow
+    /// starts again from what was committed.
+    pub(super) fn run(&mut self) -> Result<(), Error> {
         let cfg = self.setup.state.cfg.clone();
         let mut next_discovery = Instant::now();
         let mut next_config_sync = Instant::now() + cfg.config_sync_interval;
@@ -179,20 +120,15 @@ impl<'a> Runner<'a> {
             if now >= next_config_sync {
                 self.check_shrunk();
                 self.sync_configs();
+                self.refresh_remote();
                 next_config_sync = now + cfg.config_sync_interval;
             }
-            if now >= next_checkpoint {
+            if now >= next_checkpoint || self.setup.state.checkpoint_asked.load(Ordering::Relaxed) {
                 self.checkpoint();
                 next_checkpoint = now + cfg.checkpoint_interval;
             }
-            if let Some(m) = &self.member {
-                m.serve();
-                if m.take_gained() {
-                    // The previous owner's last checkpoint, then discovery
-                    // starts the partitions at once.
-                    self.reload_checkpoints();
-                    next_discovery = Instant::now();
-                }
+            if self.serve_group()? {
+                next_discovery = Instant::now();
             }
             self.rewind_failed();
             if self
@@ -209,14 +145,13 @@ impl<'a> Runner<'a> {
                 Some(Err(e)) => self.source_error(e),
             }
         }
-        if let Some(m) = &self.member {
-            // Hands every partition over, checkpointed.
-            m.leave();
-        }
+        // Hands every partition over, committed and checkpointed.
+        self.finish_shared();
         self.drain();
         self.checkpoint();
         self.drain();
         tracing::info!(flow = %cfg.id, "flow stopped");
+        Ok(())
     }
 
     /// With nothing to read, moves each partition's read position past
@@ -241,6 +176,12 @@ impl<'a> Runner<'a> {
             if let Some(p) = parts.get_mut(&key) {
                 if at > p.read_next && p.in_flight == 0 && !p.failed {
                     p.read_next = at;
+                    // Checkpointed too: another instance of a shared flow
+                    // reads from the map how far this one has handled.
+                    if p.map.frontier().0 < at {
+                        p.map.advance_frontier(crate::offsets::SourceOffset(at));
+                        p.dirty = true;
+                    }
                 }
             }
         }
@@ -336,66 +277,4 @@ impl<'a> Runner<'a> {
             ));
         }
     }
-}
-
-/// How long a handover waits for the partition's copies and checkpoint.
-const RELEASE_BOUND: Duration = Duration::from_secs(30);
-
-/// What a shared flow does with partitions that leave this instance: stop
-/// reading them, let their copies in flight land, checkpoint them (unless
-/// the group already gave them away: the new owner's progress must not be
-/// overwritten), and forget them.
-fn release(
-    st: Arc<FlowState>,
-    source: Arc<BaseConsumer<SourceStats>>,
-    producer: Arc<ThreadedProducer<Deliver>>,
-    state_topic: String,
-) -> Release {
-    Box::new(move |parts, lost| {
-        let held: Vec<SourcePartition> = {
-            let g = st.lock();
-            parts
-                .iter()
-                .filter(|p| g.contains_key(p))
-                .cloned()
-                .collect()
-        };
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in &held {
-            tpl.add_partition(&p.topic, p.partition);
-        }
-        if tpl.count() > 0 {
-            if let Err(e) = source.incremental_unassign(&tpl) {
-                tracing::warn!(flow = %st.cfg.id, error = %e, "cannot stop reading released partitions");
-            }
-        }
-        let deadline = Instant::now() + RELEASE_BOUND;
-        let busy = |st: &FlowState| {
-            st.lock()
-                .iter()
-                .any(|(k, p)| p.in_flight > 0 && held.contains(k))
-        };
-        while busy(&st) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if !lost {
-            for (k, p) in st.lock().iter_mut() {
-                if held.contains(k) {
-                    p.dirty = true;
-                }
-            }
-            let before = st.checkpoint_acks.load(Ordering::Relaxed);
-            let queued = super::checkpoints::write_maps(&st, &producer, &state_topic, Some(&held));
-            while st.checkpoint_acks.load(Ordering::Relaxed) < before + queued
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        let mut g = st.lock();
-        for p in &held {
-            g.remove(p);
-        }
-        tracing::info!(flow = %st.cfg.id, partitions = held.len(), lost, "partitions released");
-    })
 }

@@ -55,6 +55,7 @@ pub(super) fn scan(
     let c: BaseConsumer = client_config(at.cluster, "kflip-engine")
         .map_err(|e| at.err("set up the login", e))?
         .set("group.id", "_kflip-engine-scan")
+        .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .set(
@@ -97,9 +98,21 @@ pub(super) fn scan(
                 }
             }
             Some(Err(e)) => return Err(at.err(format!("reading {topic}[{partition}]"), e)),
+            // Transaction markers (and aborted records) at the end are never
+            // delivered: the read position passes them.
+            None if past(&c, high) => return Ok(()),
             None => {}
         }
     }
+}
+
+/// Whether the consumer's only partition is read up to `high`.
+fn past(c: &BaseConsumer, high: i64) -> bool {
+    c.position().is_ok_and(|tpl| {
+        tpl.elements()
+            .first()
+            .is_some_and(|e| matches!(e.offset(), Offset::Offset(at) if at >= high))
+    })
 }
 
 /// Extends `map` with the copies of `sp` found on the target partition after

@@ -53,6 +53,10 @@ pub struct PartState {
     pub topic_id: Option<uuid::Uuid>,
     /// `topic_id` changed since the last checkpoint.
     pub topic_id_dirty: bool,
+    /// A shared flow's copies acknowledged in the open transaction:
+    /// (source offset, target offset, timestamp). They still count as in
+    /// flight, and reach the map only once the transaction commits.
+    pub pending: Vec<(i64, i64, Option<i64>)>,
 }
 
 impl PartState {
@@ -115,6 +119,19 @@ pub struct FlowState {
     /// Checkpoint records the target answered (acknowledged or refused),
     /// for a handover that waits for its checkpoint.
     pub checkpoint_acks: std::sync::atomic::AtomicU64,
+    /// A shared flow's owner records acknowledged, and refused.
+    pub owner_acks: std::sync::atomic::AtomicU64,
+    /// See `owner_acks`.
+    pub owner_failures: std::sync::atomic::AtomicU64,
+    /// A shared flow's transactions committed.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// A shared flow's maps of the partitions other instances copy, as
+    /// their last checkpoints in the state topic say (see `super::remote`).
+    pub remote: Mutex<HashMap<SourcePartition, OffsetMap>>,
+    /// A checkpoint is asked for now (a planned switch's catch-up).
+    pub checkpoint_asked: std::sync::atomic::AtomicBool,
+    /// The `checkpoint_acks` that answer the last asked checkpoint.
+    pub checkpoint_goal: std::sync::atomic::AtomicU64,
 }
 
 impl FlowState {
@@ -132,6 +149,12 @@ impl FlowState {
             restore_requested: Default::default(),
             failures: Default::default(),
             checkpoint_acks: Default::default(),
+            owner_acks: Default::default(),
+            owner_failures: Default::default(),
+            commits: Default::default(),
+            remote: Default::default(),
+            checkpoint_asked: Default::default(),
+            checkpoint_goal: Default::default(),
         }
     }
 
@@ -153,6 +176,29 @@ impl FlowState {
         }
     }
 
+    /// A shared flow's transaction committed: its acknowledged copies are
+    /// copies now.
+    pub fn promote(&self) {
+        for p in self.lock().values_mut() {
+            if p.pending.is_empty() {
+                continue;
+            }
+            p.in_flight = p.in_flight.saturating_sub(p.pending.len() as u64);
+            p.dirty = true;
+            for (source, target, ts) in std::mem::take(&mut p.pending) {
+                if let Err(e) = p
+                    .map
+                    .record(SourceOffset(source), crate::offsets::TargetOffset(target))
+                {
+                    tracing::error!(flow = %self.cfg.id, error = %e, "offset map rejected a committed copy");
+                }
+                if let Some(ts) = ts {
+                    p.last_copied_ts = ts;
+                }
+            }
+        }
+    }
+
     /// Locks the partition table.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SourcePartition, PartState>> {
         self.parts.lock().unwrap_or_else(|e| e.into_inner())
@@ -169,13 +215,39 @@ impl FlowState {
     /// flow's target back to its source, records written on the target
     /// (during a failover) count too: see [`crate::offsets::translate_both`].
     /// A reverse flow that renames the topic differently, or has not read
-    /// the partition yet, is left out.
+    /// the partition yet, is left out. Only a partition this instance copies
+    /// is translated (group syncs); the reverse flow's map may come from
+    /// another instance of a shared flow.
     pub fn translate(
         &self,
         reverse: Option<&FlowState>,
         topic: &str,
         partition: i32,
         offset: i64,
+    ) -> Option<i64> {
+        self.translate_in(reverse, topic, partition, offset, false)
+    }
+
+    /// Like [`FlowState::translate`], also through the maps other instances
+    /// of a shared flow checkpointed (a lower bound: such a map may be older
+    /// than its owner's).
+    pub fn translate_any(
+        &self,
+        reverse: Option<&FlowState>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Option<i64> {
+        self.translate_in(reverse, topic, partition, offset, true)
+    }
+
+    fn translate_in(
+        &self,
+        reverse: Option<&FlowState>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        others: bool,
     ) -> Option<i64> {
         let committed = SourceOffset(offset);
         let target_topic = self.cfg.target_topic(topic);
@@ -186,27 +258,43 @@ impl FlowState {
                     topic: target_topic,
                     partition,
                 };
-                let parts = r.lock();
-                let p = parts.get(&key)?;
-                crate::offsets::reverse_bound(&p.map, SourceOffset(p.handled()), committed)
+                if let Some(p) = r.lock().get(&key) {
+                    return crate::offsets::reverse_bound(
+                        &p.map,
+                        SourceOffset(p.handled()),
+                        committed,
+                    );
+                }
+                let remote = r.remote.lock().unwrap_or_else(|e| e.into_inner());
+                let map = remote.get(&key)?;
+                let handled = SourceOffset(crate::replication::flow::resume_point(map));
+                crate::offsets::reverse_bound(map, handled, committed)
             });
         let key = SourcePartition {
             topic: topic.to_string(),
             partition,
         };
-        let parts = self.lock();
-        let map = &parts.get(&key)?.map;
-        let t = match back {
-            Some(b) => {
-                let b = crate::offsets::past_copies(map, b);
-                match crate::offsets::forward_bound(map, committed) {
-                    Some(f) => f.min(b),
-                    None => b,
+        let through = |map: &OffsetMap| -> Option<i64> {
+            let t = match back {
+                Some(b) => {
+                    let b = crate::offsets::past_copies(map, b);
+                    match crate::offsets::forward_bound(map, committed) {
+                        Some(f) => f.min(b),
+                        None => b,
+                    }
                 }
-            }
-            None => map.translate(committed)?,
+                None => map.translate(committed)?,
+            };
+            Some(t.0)
         };
-        Some(t.0)
+        if let Some(p) = self.lock().get(&key) {
+            return through(&p.map);
+        }
+        if !others {
+            return None;
+        }
+        let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        through(remote.get(&key)?)
     }
 
     /// Per-partition lag, sorted by topic and partition.

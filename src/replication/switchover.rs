@@ -122,6 +122,16 @@ fn unhandled(st: &FlowState, ends: &BTreeMap<(String, i32), i64>) -> Vec<(String
 }
 
 impl Engine {
+    /// Whether a flow from `from` to `to` is shared with other instances:
+    /// this engine then copies only some of its partitions.
+    pub fn shares(&self, from: &str, to: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|r| r.cfg.source.as_str() == from && r.cfg.target.as_str() == to && r.cfg.shared)
+    }
+
     /// Flows from `from` to `to` that have started, with their clusters.
     fn flows_between(&self, from: &str, to: &str) -> Vec<(Arc<FlowState>, FlowClusters)> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,14 +195,32 @@ impl Engine {
                 report.caught_up = false;
                 report.gaps.extend(gaps);
             }
+            if st.cfg.shared {
+                super::remote::checkpoint_now(st, deadline).await;
+            }
             // The flow back reads the copies just made (and skips them), so
             // that translation knows the new cluster holds nothing of its
             // own before their end; otherwise groups would resume early, at
             // the first copy the flow back had not read yet.
             if let Some(rev) = self.flows.reverse_of(st) {
-                let copied = copies_end(st);
+                let copied = if st.cfg.shared {
+                    // Another instance may copy forward a partition this
+                    // one copies back: the copies end where the new
+                    // cluster's logs end, as its clients are held.
+                    let (r, target, rt) = (rev.clone(), clusters.target.clone(), self.rt.clone());
+                    tokio::task::spawn_blocking(move || source_ends(&r, &target, rt))
+                        .await
+                        .map(|e| e.read)
+                        .unwrap_or_default()
+                } else {
+                    copies_end(st)
+                };
                 while !unhandled(&rev, &copied).is_empty() && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                if rev.cfg.shared {
+                    super::remote::checkpoint_now(&rev, deadline).await;
+                    self.await_reverse(st, &rev, deadline).await;
                 }
                 let left = unhandled(&rev, &copied);
                 if !left.is_empty() {
@@ -281,7 +309,7 @@ impl Engine {
     ) -> Option<(String, i64)> {
         self.flows_between(from, to).iter().find_map(|(st, _)| {
             let reverse = self.flows.reverse_of(st);
-            let t = st.translate(reverse.as_deref(), topic, partition, offset)?;
+            let t = st.translate_any(reverse.as_deref(), topic, partition, offset)?;
             Some((st.cfg.target_topic(topic), t))
         })
     }
