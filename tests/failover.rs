@@ -443,10 +443,6 @@ impl Spread {
 }
 
 impl Setup {
-    fn start() -> Setup {
-        Setup::start_with(false)
-    }
-
     /// With `spread`, the flows are shared by `kflip run` and a `kflip
     /// replicate`, and the setup waits until both copy partitions.
     fn start_with(spread: bool) -> Setup {
@@ -900,23 +896,31 @@ fn finish(s: &mut Setup, final_cluster: &str, planned: bool, orphans: &Orphans) 
     eprintln!("{}", report.join("\n"));
 }
 
-#[test]
-fn planned_switchover_and_failback_with_every_client() {
-    let mut s = Setup::start();
+/// Switches to dc2 and back to dc1 while every client runs.
+fn planned(spread: bool) {
+    let mut s = Setup::start_with(spread);
     s.progress("clients running on dc1", 50);
     s.flip("dc2", 1);
     s.progress("clients running on dc2", 60);
     s.flip("dc1", 2);
     s.progress("clients running on dc1 again", 60);
+    if spread {
+        assert!(
+            s.kflip
+                .log()
+                .contains("the fleet's engines caught up replication"),
+            "the planned switch waited for the other instance too"
+        );
+    }
     let dc1 = s.dcs.dc1.addr();
     finish(&mut s, &dc1, true, &Orphans::default());
 }
 
-#[test]
-fn disaster_failover_with_every_client() {
-    let mut s = Setup::start();
+/// dc1's broker process dies while every client runs; the operator flips
+/// to dc2.
+fn disaster(spread: bool) {
+    let mut s = Setup::start_with(spread);
     s.progress("clients running on dc1", 50);
-    // Disaster: dc1's broker process dies; the operator flips to dc2.
     s.dcs.dc1.kill();
     let acked_before_disaster = Some(s.acked_now());
     s.flip("dc2", 1);
@@ -934,37 +938,23 @@ fn disaster_failover_with_every_client() {
 }
 
 #[test]
+fn planned_switchover_and_failback_with_every_client() {
+    planned(false);
+}
+
+#[test]
+fn disaster_failover_with_every_client() {
+    disaster(false);
+}
+
+#[test]
 fn planned_switchover_and_failback_with_the_engine_spread_over_two_instances() {
-    let mut s = Setup::start_with(true);
-    s.progress("clients running on dc1", 50);
-    s.flip("dc2", 1);
-    s.progress("clients running on dc2", 60);
-    s.flip("dc1", 2);
-    s.progress("clients running on dc1 again", 60);
-    assert!(
-        s.kflip
-            .log()
-            .contains("the fleet's engines caught up replication"),
-        "the planned switch waited for the other instance too"
-    );
-    let dc1 = s.dcs.dc1.addr();
-    finish(&mut s, &dc1, true, &Orphans::default());
+    planned(true);
 }
 
 #[test]
 fn disaster_failover_with_the_engine_spread_over_two_instances() {
-    let mut s = Setup::start_with(true);
-    s.progress("clients running on dc1", 50);
-    s.dcs.dc1.kill();
-    let acked_before_disaster = Some(s.acked_now());
-    s.flip("dc2", 1);
-    s.progress("clients running on dc2", 60);
-    let dc2 = s.dcs.dc2.addr();
-    let orphans = Orphans {
-        acked_before_disaster,
-        ..Orphans::default()
-    };
-    finish(&mut s, &dc2, false, &orphans);
+    disaster(true);
 }
 
 /// Sum of `records=` over kflip's log lines containing `needle`.
@@ -980,7 +970,7 @@ fn logged_records(log: &str, needle: &str) -> usize {
 
 #[test]
 fn disaster_then_failback_holds_orphans_back() {
-    let mut s = Setup::start();
+    let mut s = Setup::start_with(false);
     s.progress("clients running on dc1", 50);
     s.dcs.dc1.kill();
     let acked_before_disaster = Some(s.acked_now());
