@@ -17,6 +17,7 @@ use super::{ClientError, KafkaConn};
 use crate::config::ClusterConfig;
 
 mod batch;
+mod lanes;
 
 use batch::commit_request;
 pub use batch::PerGroup;

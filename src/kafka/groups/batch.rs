@@ -1,8 +1,9 @@
 //! Group admin for many groups at once: one FindCoordinator for all of
 //! them (v4+), then per coordinator one DescribeGroups or OffsetFetch (v8+)
 //! per chunk of groups, and the OffsetCommits (one per group, the protocol
-//! has no other form) pipelined on the coordinator's connection; the
-//! coordinators of a multi-broker cluster are asked concurrently. A broker
+//! has no other form) pipelined over a few connections to the coordinator
+//! (see [`super::lanes`]); the coordinators of a multi-broker cluster are
+//! asked concurrently. A broker
 //! too old for the batched forms is asked one group at a time.
 //!
 //! Every group gets its own outcome, as with the one-group calls; only a
@@ -20,9 +21,8 @@ use kafka_protocol::messages::{
     ApiKey, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, OffsetCommitRequest,
     OffsetFetchRequest, TopicName,
 };
-use kafka_protocol::protocol::Request;
-use tokio::task::JoinSet;
 
+use super::lanes::each;
 use super::{s, GroupAdmin, Offsets};
 use crate::kafka::ClientError;
 
@@ -105,54 +105,6 @@ impl GroupAdmin {
         Ok(Self::version(v, key, cap))
     }
 
-    /// Sends each coordinator's requests (at its version) pipelined on its
-    /// connection, the coordinators concurrently. A connection that failed
-    /// is dropped.
-    async fn fan_out<R>(
-        &mut self,
-        work: BTreeMap<String, (i16, Vec<R>)>,
-    ) -> BTreeMap<String, Result<Vec<R::Response>, ClientError>>
-    where
-        R: Request + Send + Sync + 'static,
-        R::Response: Send,
-    {
-        let mut out = BTreeMap::new();
-        let mut tasks = JoinSet::new();
-        let mut addrs = BTreeMap::new();
-        for (addr, (ver, reqs)) in work {
-            if let Err(e) = self.conn(Some(&addr)).await {
-                out.insert(addr, Err(e));
-                continue;
-            }
-            let Some((mut conn, table)) = self.conns.remove(&addr) else {
-                continue;
-            };
-            let key = addr.clone();
-            let task = tasks.spawn(async move {
-                let r = conn.send_many(&reqs, ver).await;
-                (key, conn, table, r)
-            });
-            addrs.insert(task.id(), addr);
-        }
-        while let Some(joined) = tasks.join_next_with_id().await {
-            match joined {
-                Ok((_, (addr, conn, table, r))) => {
-                    if r.is_ok() {
-                        self.conns.insert(addr.clone(), (conn, table));
-                    }
-                    out.insert(addr, r);
-                }
-                Err(e) => {
-                    if let Some(addr) = addrs.remove(&e.id()) {
-                        let failed = self.err(format!("request task to {addr} failed: {e}"));
-                        out.insert(addr, Err(failed));
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Each group's state and member count, as [`GroupAdmin::describe`].
     pub async fn describe_many(
         &mut self,
@@ -178,19 +130,21 @@ impl GroupAdmin {
                 .collect();
             work.insert(addr.clone(), (ver, reqs));
         }
-        for (addr, r) in self.fan_out(work).await {
+        for (addr, results) in self.fan_out(work).await {
             let gs = &placed[&addr];
-            match r {
-                Ok(responses) => {
-                    for g in responses.into_iter().flat_map(|r| r.groups) {
-                        let name = g.group_id.0.as_str().to_string();
-                        let state = g.group_state.as_str().to_string();
-                        out.insert(name, Ok((state, g.members.len())));
+            for (chunk, r) in gs.chunks(GROUPS_PER_REQUEST).zip(results) {
+                match r {
+                    Ok(resp) => {
+                        for g in resp.groups {
+                            let name = g.group_id.0.as_str().to_string();
+                            let state = g.group_state.as_str().to_string();
+                            out.insert(name, Ok((state, g.members.len())));
+                        }
                     }
-                    self.missing(&mut out, gs, "DescribeGroups");
+                    Err(e) => fail_all(&mut out, &addr, chunk, &e),
                 }
-                Err(e) => fail_all(&mut out, &addr, gs, &e),
             }
+            self.missing(&mut out, gs, "DescribeGroups");
         }
         Ok(out)
     }
@@ -243,36 +197,39 @@ impl GroupAdmin {
                 .collect();
             work.insert(addr.clone(), (ver, reqs));
         }
-        for (addr, r) in self.fan_out(work).await {
+        for (addr, results) in self.fan_out(work).await {
             let gs = &placed[&addr];
-            match r {
-                Ok(responses) => {
-                    for g in responses.into_iter().flat_map(|r| r.groups) {
-                        let name = g.group_id.0.as_str().to_string();
-                        let got = if g.error_code != 0 {
-                            Err(self.err(format!(
-                                "OffsetFetch for group {name}: error code {}",
-                                g.error_code
-                            )))
-                        } else {
-                            let mut offsets = Offsets::new();
-                            for t in g.topics {
-                                for p in t.partitions {
-                                    if p.error_code == 0 && p.committed_offset >= 0 {
-                                        let key =
-                                            (t.name.0.as_str().to_string(), p.partition_index);
-                                        offsets.insert(key, p.committed_offset);
-                                    }
+            for (chunk, r) in gs.chunks(GROUPS_PER_REQUEST).zip(results) {
+                let resp = match r {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        fail_all(&mut out, &addr, chunk, &e);
+                        continue;
+                    }
+                };
+                for g in resp.groups {
+                    let name = g.group_id.0.as_str().to_string();
+                    let got = if g.error_code != 0 {
+                        Err(self.err(format!(
+                            "OffsetFetch for group {name}: error code {}",
+                            g.error_code
+                        )))
+                    } else {
+                        let mut offsets = Offsets::new();
+                        for t in g.topics {
+                            for p in t.partitions {
+                                if p.error_code == 0 && p.committed_offset >= 0 {
+                                    let key = (t.name.0.as_str().to_string(), p.partition_index);
+                                    offsets.insert(key, p.committed_offset);
                                 }
                             }
-                            Ok(offsets)
-                        };
-                        out.insert(name, got);
-                    }
-                    self.missing(&mut out, gs, "OffsetFetch");
+                        }
+                        Ok(offsets)
+                    };
+                    out.insert(name, got);
                 }
-                Err(e) => fail_all(&mut out, &addr, gs, &e),
             }
+            self.missing(&mut out, gs, "OffsetFetch");
         }
         Ok(out)
     }
@@ -298,16 +255,13 @@ impl GroupAdmin {
             let reqs: Vec<_> = gs.iter().map(|g| commit_request(g, &commits[g])).collect();
             work.insert(addr.clone(), (ver, reqs));
         }
-        for (addr, r) in self.fan_out(work).await {
+        for (addr, results) in self.fan_out(work).await {
             let gs = &placed[&addr];
-            match r {
-                Ok(responses) => {
-                    for (g, resp) in gs.iter().zip(responses) {
-                        out.insert(g.clone(), self.commit_outcome(g, resp));
-                    }
-                }
-                Err(e) => fail_all(&mut out, &addr, gs, &e),
+            for (g, r) in gs.iter().zip(results) {
+                let done = r.and_then(|resp| self.commit_outcome(g, resp));
+                out.insert(g.clone(), done);
             }
+            self.missing(&mut out, gs, "OffsetCommit");
         }
         Ok(out)
     }
@@ -354,15 +308,7 @@ pub(super) fn commit_request(group: &str, offsets: &Offsets) -> OffsetCommitRequ
 /// The failure of coordinator `addr` (its connection), for each of the
 /// `groups` it holds.
 fn fail_all<T>(out: &mut PerGroup<T>, addr: &str, groups: &[String], e: &ClientError) {
-    let message = match e {
-        ClientError::Exchange { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
     for g in groups {
-        let each = ClientError::Exchange {
-            addr: addr.to_string(),
-            message: message.clone(),
-        };
-        out.insert(g.clone(), Err(each));
+        out.insert(g.clone(), Err(each(addr, e)));
     }
 }
