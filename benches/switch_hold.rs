@@ -225,8 +225,13 @@ fn main() {
             };
             if moved {
                 moved_to += 1;
+                let t = Instant::now();
                 let failed = move_groups(&rt, &addr(active), &names, moved_to);
                 assert_eq!(failed, 0, "groups that could not move on {active}");
+                eprintln!(
+                    "  {g} groups moved to {moved_to} on {active} in {} ms",
+                    t.elapsed().as_millis()
+                );
             }
             epoch += 1;
             kflip.write_config(&yaml(&dcs, to));

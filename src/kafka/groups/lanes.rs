@@ -18,7 +18,7 @@ use super::GroupAdmin;
 use crate::kafka::{ClientError, KafkaConn, VersionTable};
 
 /// Connections per coordinator that one batch uses at most.
-const LANES: usize = 4;
+const LANES: usize = 8;
 
 /// Requests per connection below which a batch opens no other one: a
 /// connection costs a connect, an ApiVersions and a SASL login.
