@@ -23,7 +23,8 @@
 //! throughput = records / (last copy seen - first send)); then
 //! `KFLIP_BENCH_LATENCY_SECS` (10) s at 1,000 records/s and at half that
 //! maximum (`KFLIP_BENCH_RATES` replaces the list: records/s, or `half`).
-//! It prints p50/p90/p99/max and asserts nothing about time.
+//! It prints p50/p90/p99/max, and each broker's and kflip's CPU while the
+//! producer ran (share of one core), and asserts nothing about time.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{env_usize, RECORD};
+use common::{clk_tck, cpu_ticks, env_usize, RECORD};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -151,6 +152,8 @@ struct Phase {
     copy: Vec<f64>,
     /// Source ack to readable on the source, ms (the measurement's floor).
     floor: Vec<f64>,
+    /// Share of one core used while producing, per process of `pids`.
+    cpu: Vec<f64>,
 }
 
 /// `later - earlier` in ms for each record both saw.
@@ -175,7 +178,16 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// Produces to `topic` on the source at `rate` records/s (`None`: as fast
 /// as the producer goes) for `secs`, and measures every record.
-fn phase(src: &Broker, dst: &Broker, topic: &str, rate: Option<f64>, secs: f64) -> Phase {
+/// `pids`: the processes whose CPU share is reported (source broker, target
+/// broker, kflip).
+fn phase(
+    src: &Broker,
+    dst: &Broker,
+    pids: &[String],
+    topic: &str,
+    rate: Option<f64>,
+    secs: f64,
+) -> Phase {
     let base = Instant::now();
     let (acks, on_src, on_dst) = (Times::new(base), Times::new(base), Times::new(base));
     let stop = Arc::new(AtomicBool::new(false));
@@ -205,6 +217,7 @@ fn phase(src: &Broker, dst: &Broker, topic: &str, rate: Option<f64>, secs: f64) 
         .create_with_context(Acks(acks.clone()))
         .expect("producer");
     let mut value = vec![b'x'; RECORD];
+    let ticks: Vec<u64> = pids.iter().map(|p| cpu_ticks(p)).collect();
     let start = Instant::now();
     let mut sent = 0usize;
     while start.elapsed().as_secs_f64() < secs {
@@ -228,6 +241,12 @@ fn phase(src: &Broker, dst: &Broker, topic: &str, rate: Option<f64>, secs: f64) 
         }
         sent += 1;
     }
+    let busy = start.elapsed().as_secs_f64() * clk_tck();
+    let cpu = pids
+        .iter()
+        .zip(ticks)
+        .map(|(p, t)| cpu_ticks(p).saturating_sub(t) as f64 / busy)
+        .collect();
     p.flush(Duration::from_secs(60)).expect("flush");
     let produced = sent as f64 / start.elapsed().as_secs_f64();
     // Let every copy arrive (or give up after 60 s and report fewer).
@@ -252,6 +271,7 @@ fn phase(src: &Broker, dst: &Broker, topic: &str, rate: Option<f64>, secs: f64) 
         end_to_end: copy.len() as f64 / ((last_copy - first_send).max(1) as f64 / 1e6),
         copy,
         floor: diffs(&acked, &on_src.snapshot()),
+        cpu,
     }
 }
 
@@ -288,15 +308,19 @@ fn main() {
         src.addr(),
         dst.addr()
     );
-    let _kflip = Kflip::spawn("replicate", &yaml, "warn");
+    let kflip = Kflip::spawn("replicate", &yaml, "warn");
+    let pids: Vec<String> = [src.pid(), dst.pid(), kflip.pid().map(|p| p.to_string())]
+        .into_iter()
+        .map(|p| p.unwrap_or_else(|| "0".into()))
+        .collect();
     let mut rows = Vec::new();
-    let warm = phase(&src, &dst, "lat-warm", Some(1000.0), 2.0);
+    let warm = phase(&src, &dst, &pids, "lat-warm", Some(1000.0), 2.0);
     eprintln!(
         "warm-up: {} records, p99 {:.1} ms",
         warm.sent,
         pct(&warm.copy, 0.99)
     );
-    let mut max = phase(&src, &dst, "lat-max", None, max_secs);
+    let mut max = phase(&src, &dst, &pids, "lat-max", None, max_secs);
     max.label = "max (as fast as the producer goes)".into();
     let ceiling = max.end_to_end;
     eprintln!(
@@ -311,7 +335,7 @@ fn main() {
         } else {
             r.parse().expect("KFLIP_BENCH_RATES: numbers or `half`")
         };
-        let mut ph = phase(&src, &dst, &format!("lat-r{r}"), Some(rate), secs);
+        let mut ph = phase(&src, &dst, &pids, &format!("lat-r{r}"), Some(rate), secs);
         ph.label = if r == "half" {
             format!("half of max: {rate:.0}/s")
         } else {
@@ -333,11 +357,11 @@ fn main() {
     println!(
         "\n## replication latency, source ack -> copy readable on the target (flow: {flow})\n"
     );
-    println!("| load | sent | produced/s | copied/s end to end | p50 ms | p90 ms | p99 ms | max ms | floor p50 / p99 ms |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| load | sent | produced/s | copied/s end to end | p50 ms | p90 ms | p99 ms | max ms | floor p50 / p99 ms | CPU source / target / kflip |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for ph in &rows {
         println!(
-            "| {} | {} ({} copies seen) | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} / {:.2} |",
+            "| {} | {} ({} copies seen) | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} / {:.2} | {} |",
             ph.label,
             ph.sent,
             ph.copy.len(),
@@ -348,7 +372,12 @@ fn main() {
             pct(&ph.copy, 0.99),
             pct(&ph.copy, 1.0),
             pct(&ph.floor, 0.5),
-            pct(&ph.floor, 0.99)
+            pct(&ph.floor, 0.99),
+            ph.cpu
+                .iter()
+                .map(|c| format!("{:.0}%", c * 100.0))
+                .collect::<Vec<_>>()
+                .join(" / ")
         );
     }
     println!(
