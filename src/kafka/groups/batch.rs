@@ -3,8 +3,8 @@
 //! per chunk of groups, and the OffsetCommits (one per group, the protocol
 //! has no other form) pipelined over a few connections to the coordinator
 //! (see [`super::lanes`]); the coordinators of a multi-broker cluster are
-//! asked concurrently. A broker
-//! too old for the batched forms is asked one group at a time.
+//! asked concurrently. A broker too old for the batched forms is asked one
+//! group at a time.
 //!
 //! Every group gets its own outcome, as with the one-group calls; only a
 //! failure to find any coordinator fails the call as a whole.
@@ -41,6 +41,9 @@ impl GroupAdmin {
         &mut self,
         groups: &[String],
     ) -> Result<PerGroup<String>, ClientError> {
+        if groups.is_empty() {
+            return Ok(PerGroup::new());
+        }
         let (c, v) = self.conn(None).await?;
         let ver = Self::version(v, ApiKey::FindCoordinator, 4);
         if ver < 4 {
