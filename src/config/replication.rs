@@ -266,10 +266,8 @@ fn validate_flow(
             Duration::from_secs(1),
         )?,
         replication_factor: f.replication_factor,
-        // 0: a copy leaves as soon as it is read. Batches still form while
-        // the producer's requests are in flight, so at full load 0 copies
-        // as fast as 5ms did and at 1,000 records/s it saves 5 ms of every
-        // copy's latency (BENCHMARKS.md, "Replication latency").
+        // 0: batches still form while requests are in flight; 5ms added 5 ms
+        // to every copy (BENCHMARKS.md, "Replication latency").
         linger: duration(&format!("{key}.linger"), f.linger, Duration::ZERO)?,
         batch_bytes: f.batch_bytes.unwrap_or(1 << 20).max(1024),
         max_buffered_records: f.max_buffered_records.unwrap_or(100_000).max(1),
