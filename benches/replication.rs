@@ -5,7 +5,7 @@
 //! Run with `cargo bench --bench replication`. For 1 KiB records it measures:
 //! - **baseline**: an rdkafka producer writing straight to the target broker
 //!   with the engine's producer settings (acks=all, idempotence on, linger
-//!   5 ms, 1 MiB batches, 5 in flight);
+//!   0 ms, 1 MiB batches, 5 in flight);
 //! - **replication throughput**: the same number of records pre-filled on
 //!   the source, then `kflip replicate` started; the clock runs from the
 //!   spawn of the process until the engine's checkpoint on the target (read
@@ -165,7 +165,7 @@ fn engine_like_producer(bootstrap: &str) -> BaseProducer<Counting> {
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("max.in.flight.requests.per.connection", "5")
-        .set("linger.ms", "5")
+        .set("linger.ms", "0")
         .set("batch.size", "1048576")
         .set("compression.type", "none")
         .set("queue.buffering.max.messages", "100000")
@@ -792,7 +792,7 @@ fn main() {
     let want = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
     // The flow defaults (src/config/replication.rs).
     let default_tuning = Tuning {
-        linger: "5ms".into(),
+        linger: "0ms".into(),
         batch_bytes: 1 << 20,
         fetch_partition_bytes: 1 << 20,
     };
@@ -804,7 +804,7 @@ fn main() {
         _ if quick => Vec::new(),
         _ => vec![
             Tuning {
-                linger: "5ms".into(),
+                linger: "0ms".into(),
                 batch_bytes: 1 << 20,
                 fetch_partition_bytes: 16 << 20,
             },

@@ -12,6 +12,14 @@
 //! Points: C = 1 with no groups, then `KFLIP_BENCH_GROUPS` (500) groups
 //! commit an offset of `sw-0` on dc1 (directly, so the final group sync
 //! must translate every one), then C in `KFLIP_BENCH_CLIENTS` (`1,100,1000`).
+//! The periodic group sync has already copied those offsets, so the final
+//! sync reads and compares but commits nothing. The last point, "moved"
+//! (skipped with `KFLIP_BENCH_MOVED=0`), is the worst case: right before
+//! each flip every group commits a new offset on the active cluster (with
+//! kflip's own batched group client, as 500 consumers would between two
+//! periodic syncs), so the final sync must commit all of them on the new
+//! cluster; after the flip the bench counts the groups found there at the
+//! new offset.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -27,6 +35,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use support::clients::{config, create_topic, produce};
 use support::raw::Raw;
 use support::{wait_for, Kflip, TwoClusters};
+
+use kflip::config::ClusterConfig;
+use kflip::kafka::groups::{GroupAdmin, Offsets};
 
 /// The failover bench's fast engine settings.
 const FAST: &str = "discovery_interval: 500ms, group_sync_interval: 2s, config_sync_interval: 1s, checkpoint_interval: 200ms, fetch_partition_bytes: 65536, fetch_wait: 10ms";
@@ -106,6 +117,53 @@ fn commit_groups(bootstrap: &str, groups: usize) {
     }
 }
 
+/// Every group of `names` on `bootstrap` commits `offset` of `sw-0`
+/// (from outside the group, as the engine does); returns how many failed.
+fn move_groups(
+    rt: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    names: &[String],
+    offset: i64,
+) -> usize {
+    let cluster = ClusterConfig {
+        bootstrap: vec![bootstrap.to_string()],
+        ..ClusterConfig::default()
+    };
+    let at = Offsets::from([(("sw-0".to_string(), 0), offset)]);
+    let commits = names.iter().map(|g| (g.clone(), at.clone())).collect();
+    rt.block_on(async {
+        let mut admin = GroupAdmin::new(cluster, Duration::from_secs(10));
+        match admin.commit_many(&commits).await {
+            Ok(done) => done.values().filter(|r| r.is_err()).count(),
+            Err(e) => panic!("moving the groups on {bootstrap}: {e}"),
+        }
+    })
+}
+
+/// How many of `names` have `offset` of `sw-0` committed on `bootstrap`.
+fn groups_at(
+    rt: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    names: &[String],
+    offset: i64,
+) -> usize {
+    let cluster = ClusterConfig {
+        bootstrap: vec![bootstrap.to_string()],
+        ..ClusterConfig::default()
+    };
+    let topics = [("sw-0".to_string(), 1)].into_iter().collect();
+    rt.block_on(async {
+        let mut admin = GroupAdmin::new(cluster, Duration::from_secs(10));
+        let got = admin
+            .committed_many(names, &topics)
+            .await
+            .expect("committed offsets");
+        got.values()
+            .filter(|r| matches!(r, Ok(o) if o.get(&("sw-0".to_string(), 0)) == Some(&offset)))
+            .count()
+    })
+}
+
 fn main() {
     let flips = env_usize("KFLIP_BENCH_FLIPS", 4).max(1);
     let groups = env_usize("KFLIP_BENCH_GROUPS", 500);
@@ -125,12 +183,22 @@ fn main() {
     wait_for("sw-0 copied to dc2", Duration::from_secs(60), || {
         (support::clients::values(&dcs.dc2.addr(), "sw-0").len() >= 1000).then_some(())
     });
-    let mut points: Vec<(usize, usize)> = vec![(1, 0)];
-    points.extend(clients.iter().map(|&c| (c, groups)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let names: Vec<String> = (0..groups).map(|g| format!("g-{g:04}")).collect();
+    let mut moved_to = 500i64;
+    // (clients, groups, every group moved right before each flip)
+    let mut points: Vec<(usize, usize, bool)> = vec![(1, 0, false)];
+    points.extend(clients.iter().map(|&c| (c, groups, false)));
+    if groups > 0 && env_usize("KFLIP_BENCH_MOVED", 1) == 1 {
+        points.push((1, groups, true));
+    }
     let (mut epoch, mut active) = (0u64, "dc1");
     let mut rows = Vec::new();
     let mut committed = false;
-    for (c, g) in points {
+    for (c, g, moved) in points {
         if g > 0 && !committed {
             let t = Instant::now();
             commit_groups(&dcs.dc1.addr(), g);
@@ -148,10 +216,34 @@ fn main() {
         let (mut took, mut waited) = (Vec::new(), Vec::new());
         for _ in 0..flips {
             let to = if active == "dc1" { "dc2" } else { "dc1" };
+            let addr = |dc: &str| {
+                if dc == "dc1" {
+                    dcs.dc1.addr()
+                } else {
+                    dcs.dc2.addr()
+                }
+            };
+            if moved {
+                moved_to += 1;
+                let t = Instant::now();
+                let failed = move_groups(&rt, &addr(active), &names, moved_to);
+                assert_eq!(failed, 0, "groups that could not move on {active}");
+                eprintln!(
+                    "  {g} groups moved to {moved_to} on {active} in {} ms",
+                    t.elapsed().as_millis()
+                );
+            }
             epoch += 1;
             kflip.write_config(&yaml(&dcs, to));
             let (t, w) = wait_switch(&kflip, epoch, active);
-            eprintln!("{c} clients, {g} groups: {active} -> {to} took_ms={t} waited_ms={w:?}");
+            let label = if moved { " (all moved)" } else { "" };
+            eprintln!(
+                "{c} clients, {g} groups{label}: {active} -> {to} took_ms={t} waited_ms={w:?}"
+            );
+            if moved {
+                let there = groups_at(&rt, &addr(to), &names, moved_to);
+                eprintln!("  groups at the moved offset {moved_to} on {to}: {there}/{g}");
+            }
             took.push(t as f64);
             waited.extend(w.map(|w| w as f64));
             active = to;
@@ -160,6 +252,11 @@ fn main() {
         }
         drop(conns);
         let max = took.iter().copied().fold(0.0, f64::max);
+        let g = if moved {
+            format!("{g}, all moved")
+        } else {
+            g.to_string()
+        };
         rows.push(format!(
             "| {c} | {g} | {:.0} | {max:.0} | {:.0} | {took:?} |",
             median(took.clone()),

@@ -276,7 +276,9 @@ fn validate_flow(
             Duration::from_secs(1),
         )?,
         replication_factor: f.replication_factor,
-        linger: duration(&format!("{key}.linger"), f.linger, Duration::from_millis(5))?,
+        // 0: batches still form while requests are in flight; 5ms added 5 ms
+        // to every copy (BENCHMARKS.md, "Replication latency").
+        linger: duration(&format!("{key}.linger"), f.linger, Duration::ZERO)?,
         batch_bytes: f.batch_bytes.unwrap_or(1 << 20).max(1024),
         max_buffered_records: f.max_buffered_records.unwrap_or(100_000).max(1),
         fetch_partition_bytes: f

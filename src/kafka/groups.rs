@@ -5,19 +5,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
-    OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    OffsetCommitResponse, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::VersionTable;
 use super::{ClientError, KafkaConn};
 use crate::config::ClusterConfig;
+
+mod batch;
+mod lanes;
+
+use batch::commit_request;
+pub use batch::PerGroup;
 
 /// Committed offsets by (topic, partition).
 pub type Offsets = BTreeMap<(String, i32), i64>;
@@ -228,7 +231,17 @@ impl GroupAdmin {
         topics: &BTreeMap<String, i32>,
     ) -> Result<Offsets, ClientError> {
         let addr = self.coordinator(group).await?;
-        let (c, v) = self.conn(Some(&addr)).await?;
+        self.committed_at(&addr, group, topics).await
+    }
+
+    /// [`GroupAdmin::committed`] at the group's coordinator `addr`.
+    async fn committed_at(
+        &mut self,
+        addr: &str,
+        group: &str,
+        topics: &BTreeMap<String, i32>,
+    ) -> Result<Offsets, ClientError> {
+        let (c, v) = self.conn(Some(addr)).await?;
         let ver = Self::version(v, ApiKey::OffsetFetch, 7).max(2);
         let list = topics
             .iter()
@@ -272,30 +285,12 @@ impl GroupAdmin {
         let addr = self.coordinator(group).await?;
         let (c, v) = self.conn(Some(&addr)).await?;
         let ver = Self::version(v, ApiKey::OffsetCommit, 7).max(2);
-        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for ((t, p), o) in offsets {
-            topics.entry(t.as_str()).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(*p)
-                    .with_committed_offset(*o)
-                    .with_committed_metadata(Some(s("kflip"))),
-            );
-        }
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(s(group)))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(s(""))
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(TopicName(s(t)))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
-        let r = c.send(&req, ver).await?;
+        let r = c.send(&commit_request(group, offsets), ver).await?;
+        self.commit_outcome(group, r)
+    }
+
+    /// The first partition error of an OffsetCommit response, if any.
+    fn commit_outcome(&self, group: &str, r: OffsetCommitResponse) -> Result<(), ClientError> {
         for t in r.topics {
             for p in t.partitions {
                 if p.error_code != 0 {

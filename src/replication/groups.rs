@@ -8,6 +8,11 @@
 //! translated offset at or below what the target group already has is left
 //! alone. [`push_commit`] does the same for one commit at once; the proxy
 //! feeds it the commits it sees, so translation is not limited to polling.
+//!
+//! Each pass works on all of its groups at once (a planned switch's hold
+//! waits for the last one): one FindCoordinator, one DescribeGroups and
+//! one OffsetFetch per coordinator and 100 groups, and the OffsetCommits
+//! pipelined, instead of several round trips per group.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use super::flow::FlowClusters;
 use super::state::FlowState;
 use super::{Registry, Slot};
 use crate::config::ClusterConfig;
-use crate::kafka::groups::{GroupAdmin, Offsets};
+use crate::kafka::groups::{GroupAdmin, Offsets, PerGroup};
 use crate::kafka::ClientError;
 
 /// A failed group request to the flow's `side` (source or target).
@@ -83,79 +88,108 @@ fn source_topics(st: &FlowState) -> BTreeMap<String, i32> {
     out
 }
 
-/// Translates and commits one group; returns whether anything was committed.
-async fn sync_group(
-    st: &FlowState,
-    reverse: Option<&FlowState>,
-    src: &mut GroupAdmin,
-    tgt: &mut GroupAdmin,
-    group: &str,
-    report: &mut SyncReport,
-) -> Result<(), Error> {
-    let mine = src
-        .committed(group, &source_topics(st))
-        .await
-        .map_err(|e| {
-            group_err(
-                st,
-                Side::Source,
-                format!("committed offsets of group {group}"),
-                e,
-            )
-        })?;
-    if mine.is_empty() {
-        return Ok(());
-    }
-    commit_translated(st, reverse, tgt, group, &mine, report).await
-}
+/// Groups that failed on their own in a batch, each with its error; the
+/// rest of the batch went ahead.
+pub type GroupErrors = Vec<(String, Error)>;
 
+/// Translates and commits the source offsets of many groups, in batches
+/// (see [`crate::kafka::groups::PerGroup`]). Per group as before: a group
+/// with active members on the target is skipped, and only translated
+/// offsets ahead of the target's are committed. A failure of one group is
+/// in the returned list; `Err` is a failure of the whole batch.
 async fn commit_translated(
     st: &FlowState,
     reverse: Option<&FlowState>,
     tgt: &mut GroupAdmin,
-    group: &str,
-    source: &Offsets,
+    source: &BTreeMap<String, Offsets>,
     report: &mut SyncReport,
-) -> Result<(), Error> {
+) -> Result<GroupErrors, Error> {
+    let mut failed = GroupErrors::new();
+    let names: Vec<String> = source.keys().cloned().collect();
+    if names.is_empty() {
+        return Ok(failed);
+    }
     // The broker fences a commit from outside a group that has members
     // (UNKNOWN_MEMBER_ID); describing first makes the skip explicit and
     // avoids the error.
-    match tgt.describe(group).await {
-        Ok((state, members)) if !compat::group_is_idle(&state, members) => {
-            report.active_on_target.push(group.to_string());
-            return Ok(());
-        }
-        Ok(_) => {}
+    let described = match tgt.describe_many(&names).await {
+        Ok(d) => d,
         Err(e) => {
-            compat::describe_failed(&st.cfg.id, group, &e);
+            compat::describe_failed(&st.cfg.id, "(all groups)", &e);
             tgt.reset();
+            PerGroup::new()
         }
+    };
+    let mut idle = Vec::with_capacity(names.len());
+    for g in names {
+        match described.get(&g) {
+            Some(Ok((state, members))) if !compat::group_is_idle(state, *members) => {
+                report.active_on_target.push(g);
+            }
+            Some(Err(e)) => {
+                compat::describe_failed(&st.cfg.id, &g, e);
+                idle.push(g);
+            }
+            _ => idle.push(g),
+        }
+    }
+    if idle.is_empty() {
+        return Ok(failed);
     }
     let targets: BTreeMap<String, i32> = source_topics(st)
         .into_iter()
         .map(|(t, n)| (st.cfg.target_topic(&t), n))
         .collect();
-    let current = tgt.committed(group, &targets).await.map_err(|e| {
+    let n = idle.len();
+    let current = tgt.committed_many(&idle, &targets).await.map_err(|e| {
         group_err(
             st,
             Side::Target,
-            format!("committed offsets of group {group}"),
+            format!("committed offsets of {n} groups"),
             e,
         )
     })?;
-    let todo = plan(st, reverse, source, &current);
-    if todo.is_empty() {
-        return Ok(());
+    let mut todo = BTreeMap::new();
+    for (g, cur) in current {
+        match cur {
+            Ok(cur) => {
+                let plan = plan(st, reverse, &source[&g], &cur);
+                if !plan.is_empty() {
+                    todo.insert(g, plan);
+                }
+            }
+            Err(e) => {
+                let op = format!("committed offsets of group {g}");
+                failed.push((g, group_err(st, Side::Target, op, e)));
+            }
+        }
     }
-    tgt.commit(group, &todo)
+    if todo.is_empty() {
+        return Ok(failed);
+    }
+    let n = todo.len();
+    let done = tgt
+        .commit_many(&todo)
         .await
-        .map_err(|e| group_err(st, Side::Target, format!("commit group {group}"), e))?;
-    tracing::debug!(flow = %st.cfg.id, group, offsets = ?todo, "translated group offsets committed on the target");
-    report.committed.push(group.to_string());
-    Ok(())
+        .map_err(|e| group_err(st, Side::Target, format!("commit {n} groups"), e))?;
+    for (g, r) in done {
+        match r {
+            Ok(()) => {
+                tracing::debug!(flow = %st.cfg.id, group = %g, offsets = ?todo.get(&g), "translated group offsets committed on the target");
+                report.committed.push(g);
+            }
+            Err(e) => {
+                let op = format!("commit group {g}");
+                failed.push((g, group_err(st, Side::Target, op, e)));
+            }
+        }
+    }
+    Ok(failed)
 }
 
-/// One pass over every group of the flow.
+/// One pass over every group of the flow: the source's committed offsets
+/// of all of them read in batches, then [`commit_translated`]. Groups that
+/// failed on their own are logged and retried on the next pass.
 pub async fn sync_once(
     st: &FlowState,
     reverse: Option<&FlowState>,
@@ -163,19 +197,48 @@ pub async fn sync_once(
     tgt: &mut GroupAdmin,
 ) -> Result<SyncReport, Error> {
     let mut report = SyncReport::default();
-    let groups = src
+    let groups: Vec<String> = src
         .list_groups()
         .await
-        .map_err(|e| group_err(st, Side::Source, "list groups".into(), e))?;
-    for g in groups
-        .iter()
+        .map_err(|e| group_err(st, Side::Source, "list groups".into(), e))?
+        .into_iter()
         .filter(|g| !g.starts_with("_kflip") && st.cfg.wants_group(g))
-    {
-        if let Err(e) = sync_group(st, reverse, src, tgt, g, &mut report).await {
-            tracing::warn!(flow = %st.cfg.id, group = %g, error = %e, "group offset sync failed");
-            src.reset();
-            tgt.reset();
+        .collect();
+    let mut failed = GroupErrors::new();
+    let mut source = BTreeMap::new();
+    if !groups.is_empty() {
+        let n = groups.len();
+        let mine = src
+            .committed_many(&groups, &source_topics(st))
+            .await
+            .map_err(|e| {
+                group_err(
+                    st,
+                    Side::Source,
+                    format!("committed offsets of {n} groups"),
+                    e,
+                )
+            })?;
+        for (g, r) in mine {
+            match r {
+                Ok(offsets) if offsets.is_empty() => {}
+                Ok(offsets) => {
+                    source.insert(g, offsets);
+                }
+                Err(e) => {
+                    let op = format!("committed offsets of group {g}");
+                    failed.push((g, group_err(st, Side::Source, op, e)));
+                }
+            }
         }
+    }
+    failed.extend(commit_translated(st, reverse, tgt, &source, &mut report).await?);
+    if !failed.is_empty() {
+        src.reset();
+        tgt.reset();
+    }
+    for (g, e) in &failed {
+        tracing::warn!(flow = %st.cfg.id, group = %g, error = %e, "group offset sync failed");
     }
     report.at = Some(Instant::now());
     Ok(report)
@@ -187,13 +250,34 @@ pub async fn push_commit(
     reverse: Option<&FlowState>,
     tgt: &mut GroupAdmin,
     group: &str,
-    offsets: &BTreeMap<(String, i32), i64>,
+    offsets: &Offsets,
 ) -> Result<(), Error> {
-    if !st.cfg.wants_group(group) {
-        return Ok(());
+    let one = BTreeMap::from([(group.to_string(), offsets.clone())]);
+    match push_commits(st, reverse, tgt, &one).await?.pop() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
     }
+}
+
+/// Translates and commits observed source commits (by group) at once, in
+/// batches; returns the groups that failed on their own.
+pub async fn push_commits(
+    st: &FlowState,
+    reverse: Option<&FlowState>,
+    tgt: &mut GroupAdmin,
+    commits: &BTreeMap<String, Offsets>,
+) -> Result<GroupErrors, Error> {
+    let wanted: BTreeMap<String, Offsets> = commits
+        .iter()
+        .filter(|(g, _)| st.cfg.wants_group(g))
+        .map(|(g, o)| (g.clone(), o.clone()))
+        .collect();
     let mut report = SyncReport::default();
-    commit_translated(st, reverse, tgt, group, offsets, &mut report).await
+    let failed = commit_translated(st, reverse, tgt, &wanted, &mut report).await?;
+    if !failed.is_empty() {
+        tgt.reset();
+    }
+    Ok(failed)
 }
 
 /// Runs [`sync_once`] every `group_sync_interval` until `stop`.

@@ -13,6 +13,7 @@ use super::state::{FlowState, PartitionLag};
 use super::topics::Admin;
 use super::Engine;
 use crate::config::ClusterConfig;
+use crate::kafka::groups::{GroupAdmin, Offsets};
 
 /// How long past `proxy.switch_lag_timeout` the final group offset sync
 /// of a planned switch may run while clients are held.
@@ -241,14 +242,7 @@ impl Engine {
             let reverse = self.flows.reverse_of(st);
             let reverse = reverse.as_deref();
             let groups = async {
-                for (group, offsets) in &commits {
-                    tgt.reset();
-                    if let Err(e) = groups::push_commit(st, reverse, &mut tgt, group, offsets).await
-                    {
-                        tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
-                    }
-                }
-                tgt.reset();
+                push_observed(st, reverse, &mut tgt, &commits).await;
                 if let Err(e) = groups::sync_once(st, reverse, &mut src, &mut tgt).await {
                     tracing::warn!(flow = %st.cfg.id, error = %e, "final group offset sync failed");
                 }
@@ -284,14 +278,31 @@ impl Engine {
         for (st, clusters) in self.flows_between(from, to) {
             let reverse = self.flows.reverse_of(&st);
             let mut tgt = group_admin(&clusters.target, Duration::from_secs(5));
-            for (group, offsets) in &commits {
-                if let Err(e) =
-                    groups::push_commit(&st, reverse.as_deref(), &mut tgt, group, offsets).await
-                {
-                    tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
-                    tgt.reset();
-                }
+            push_observed(&st, reverse.as_deref(), &mut tgt, &commits).await;
+        }
+    }
+}
+
+/// Pushes the commits the proxy observed (by group) through
+/// [`groups::push_commits`], logging each failure.
+async fn push_observed(
+    st: &FlowState,
+    reverse: Option<&FlowState>,
+    tgt: &mut GroupAdmin,
+    commits: &BTreeMap<String, Offsets>,
+) {
+    if commits.is_empty() {
+        return;
+    }
+    match groups::push_commits(st, reverse, tgt, commits).await {
+        Ok(failed) => {
+            for (group, e) in failed {
+                tracing::warn!(flow = %st.cfg.id, group, error = %e, "observed commit not translated");
             }
+        }
+        Err(e) => {
+            tracing::warn!(flow = %st.cfg.id, groups = commits.len(), error = %e, "observed commits not translated");
+            tgt.reset();
         }
     }
 }
