@@ -15,6 +15,8 @@ mod model;
 pub mod policy;
 pub mod registry;
 mod replication;
+#[cfg(test)]
+mod replication_tests;
 pub mod secrets;
 pub mod security;
 mod validate;

@@ -41,6 +41,7 @@
 //! - [`engine`]: the one narrow interface to the replication engine.
 
 pub mod engine;
+mod fleet_wait;
 pub mod gate;
 pub mod producers;
 pub mod switch;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::fleet_wait::fleet_catch_up;
 use super::tracker::MAX_IDS;
 use super::{SwitchState, Switchboard};
 use crate::config::ClusterName;
@@ -311,43 +312,6 @@ async fn hold(
             tracing::warn!(topic = %g.topic, partition = g.partition, records = g.records, replicated_to = g.replicated_to, source_end = g.source_end, "switching with records not replicated (proxy.switch_lag_timeout expired)");
         }
     }
-}
-
-/// Asks the fleet's engines to catch up `from -> to` (see
-/// `crate::admin::fleet`); false when no engine of the fleet has the flow.
-async fn fleet_catch_up(
-    board: &Switchboard,
-    cfg: &crate::config::ProxyConfig,
-    from: &ClusterName,
-    to: &ClusterName,
-    gaps: &std::sync::Mutex<Vec<crate::replication::state::PartitionLag>>,
-) -> bool {
-    let remote = match board.remote() {
-        Some(r) => r.catch_up(from, to, cfg.switch_lag_timeout).await,
-        None => None,
-    };
-    match remote {
-        Some(r) if r.caught_up.len() == r.engines.len() => {
-            tracing::info!(%from, %to, engines = ?r.engines, "the fleet's engines caught up replication");
-        }
-        Some(r) => {
-            tracing::warn!(%from, %to, engines = ?r.engines, answered = ?r.caught_up, behind = r.behind, "the fleet's engines did not all catch up in proxy.switch_lag_timeout; switching with records possibly not replicated");
-            if r.behind > 0 {
-                gaps.lock().unwrap_or_else(|e| e.into_inner()).push(
-                    crate::replication::state::PartitionLag {
-                        topic: "*".into(),
-                        partition: -1,
-                        records: r.behind,
-                        seconds: 0.0,
-                        source_end: -1,
-                        replicated_to: -1,
-                    },
-                );
-            }
-        }
-        None => return false,
-    }
-    true
 }
 
 /// Logs, per partition, what the old cluster acknowledged that the flows to
