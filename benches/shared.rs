@@ -2,11 +2,14 @@
 //! the same flow unshared (one instance, no transactions).
 //!
 //! Run with `cargo bench --bench shared`. Two single-node Apache Kafka 4.4
-//! clusters; per run a fresh 12-partition topic on the source is filled
-//! with `KFLIP_BENCH_RECORDS` (default 200,000) 1 KiB records, then the
-//! instances are started together on a flow of that topic alone. The clock
-//! runs from their spawn until a read_committed consumer on the target has
-//! counted every record (so a shared flow's copies count once committed).
+//! clusters; per run a fresh 12-partition topic on the source, and the
+//! instances on a flow of that topic alone. Once every instance copies its
+//! partitions (and the group has settled), a producer writes
+//! `KFLIP_BENCH_RECORDS` (default 200,000) 1 KiB records as fast as it can;
+//! the clock runs from its first send until a read_committed consumer on
+//! the target has counted every record (so a shared flow's copies count
+//! once committed). The group's join (the broker's 3 s initial rebalance
+//! delay, and a second cooperative round) is left out: it is paid once.
 //! Reported per run: seconds, MB/s, the ratio to the unshared run, and the
 //! instances' CPU seconds per GB copied (all instances together, and the
 //! busiest). `KFLIP_BENCH_FLOW` adds flow keys to every run (e.g.
@@ -28,7 +31,7 @@ use common::{env_usize, payload, producer, send_all, Cpus, RECORD};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use support::clients::{config, create_topic};
-use support::{Broker, Kflip, Storage};
+use support::{wait_for, Broker, Kflip, Storage};
 
 const PARTITIONS: i32 = 12;
 
@@ -68,8 +71,6 @@ struct Run {
 fn run(src: &Broker, dst: &Broker, n: usize, instances: usize, shared: bool, extra: &str) -> Run {
     let topic = format!("sh{instances}{}", if shared { "s" } else { "u" });
     create_topic(&src.addr(), &topic, PARTITIONS);
-    let p = producer(&config(&src.addr()));
-    send_all(&p, &topic, &payload(), n);
     let yaml = format!(
         "clusters:\n  src: {{ bootstrap: \"{}\" }}\n  dst: {{ bootstrap: \"{}\" }}\n\
          replication:\n  flows:\n    - {{ source: src, target: dst, topics: [\"{topic}\"], \
@@ -77,17 +78,38 @@ fn run(src: &Broker, dst: &Broker, n: usize, instances: usize, shared: bool, ext
         src.addr(),
         dst.addr()
     );
-    let start = Instant::now();
     let ks: Vec<Kflip> = (0..instances)
-        .map(|_| Kflip::spawn("replicate", &yaml, "warn"))
+        .map(|_| {
+            Kflip::spawn(
+                "replicate",
+                &yaml,
+                "warn,kflip::replication::handover=info,kflip::replication::assign=info",
+            )
+        })
         .collect();
+    // Steady state: every instance copies partitions before the load (a
+    // joiner gets its share in the group's last round).
+    wait_for("the instances to copy", Duration::from_secs(120), || {
+        ks.iter()
+            .all(|k| {
+                k.log().contains(if shared {
+                    "taking over partitions"
+                } else {
+                    "replicating topic"
+                })
+            })
+            .then_some(())
+    });
     let cpus = Cpus::new(
         ks.iter()
             .filter_map(|k| k.pid())
             .map(|p| p.to_string())
             .collect(),
     );
-    let before = vec![0.0; instances];
+    let before = cpus.sample();
+    let start = Instant::now();
+    let p = producer(&config(&src.addr()));
+    send_all(&p, &topic, &payload(), n);
     count_until(&dst.addr(), &topic, n);
     let secs = start.elapsed().as_secs_f64();
     let used = cpus.since(&before);
