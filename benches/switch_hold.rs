@@ -117,6 +117,14 @@ fn commit_groups(bootstrap: &str, groups: usize) {
     }
 }
 
+/// A plaintext cluster at `bootstrap`.
+fn plain(bootstrap: &str) -> ClusterConfig {
+    ClusterConfig {
+        bootstrap: vec![bootstrap.to_string()],
+        ..ClusterConfig::default()
+    }
+}
+
 /// Every group of `names` on `bootstrap` commits `offset` of `sw-0`
 /// (from outside the group, as the engine does); returns how many failed.
 fn move_groups(
@@ -125,10 +133,7 @@ fn move_groups(
     names: &[String],
     offset: i64,
 ) -> usize {
-    let cluster = ClusterConfig {
-        bootstrap: vec![bootstrap.to_string()],
-        ..ClusterConfig::default()
-    };
+    let cluster = plain(bootstrap);
     let at = Offsets::from([(("sw-0".to_string(), 0), offset)]);
     let commits = names.iter().map(|g| (g.clone(), at.clone())).collect();
     rt.block_on(async {
@@ -147,10 +152,7 @@ fn groups_at(
     names: &[String],
     offset: i64,
 ) -> usize {
-    let cluster = ClusterConfig {
-        bootstrap: vec![bootstrap.to_string()],
-        ..ClusterConfig::default()
-    };
+    let cluster = plain(bootstrap);
     let topics = [("sw-0".to_string(), 1)].into_iter().collect();
     rt.block_on(async {
         let mut admin = GroupAdmin::new(cluster, Duration::from_secs(10));

@@ -21,6 +21,10 @@ use super::runner::Runner;
 use super::state::{FlowState, SourcePartition};
 use super::txn::{self, Owner};
 
+/// How often the copy loop serves its group member (rebalances are
+/// handled there; heartbeats run on librdkafka's own thread).
+const SERVE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// A shared flow's membership and fencing.
 pub(super) struct Shared {
     /// This instance in the flow's group.
@@ -38,6 +42,8 @@ pub(super) struct Shared {
     dead: Arc<AtomicBool>,
     /// When the open transaction commits.
     next_commit: Instant,
+    /// When the group is next served (not once per record copied).
+    next_serve: Instant,
 }
 
 impl Shared {
@@ -78,6 +84,7 @@ impl Shared {
             fenced: HashSet::new(),
             dead,
             next_commit: Instant::now() + st.cfg.commit_interval,
+            next_serve: Instant::now(),
         })
     }
 }
@@ -92,8 +99,12 @@ impl Runner<'_> {
             return Ok(false);
         };
         let st = &self.setup.state;
-        s.member.serve();
         let now = Instant::now();
+        if now < s.next_serve && now < s.next_commit {
+            return Ok(false);
+        }
+        s.next_serve = now + SERVE_EVERY;
+        s.member.serve();
         if !s.dead.load(Ordering::Relaxed) && now >= s.next_commit {
             if let Err(e) = txn::commit(&self.producer, st) {
                 s.dead.store(true, Ordering::Relaxed);
