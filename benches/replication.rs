@@ -423,6 +423,13 @@ fn count_by_consuming(bootstrap: &str, topic: &str, partitions: i32, n: usize) -
                 .and_then(|h| h.value)
                 .and_then(provenance::Origin::parse)
         });
+        if std::env::var("KFLIP_BENCH_TRACE").is_ok() && v.records % 500 == 1 {
+            eprintln!(
+                "  target {} <- {:?}",
+                m.offset(),
+                origin.as_ref().map(|o| o.offset)
+            );
+        }
         if let Some(o) = origin {
             let (last, offsets) = seen.entry(o.partition).or_insert((-1, Default::default()));
             if !offsets.insert(o.offset) {
@@ -452,6 +459,27 @@ fn count_by_consuming(bootstrap: &str, topic: &str, partitions: i32, n: usize) -
             }
             Some(Err(e)) => eprintln!("  count {topic}: {e}"),
             None => {}
+        }
+    }
+    // Which source offsets are missing, when some are: the first few runs.
+    for (p, (last, offsets)) in &seen {
+        let mut missing = Vec::new();
+        let mut at = 0;
+        while at <= *last && missing.len() < 5 {
+            if !offsets.contains(&at) {
+                let from = at;
+                while at <= *last && !offsets.contains(&at) {
+                    at += 1;
+                }
+                missing.push(format!("{from}..{at}"));
+            }
+            at += 1;
+        }
+        if !missing.is_empty() {
+            eprintln!(
+                "  {topic}[{p}]: source offsets missing: {}",
+                missing.join(", ")
+            );
         }
     }
     v

@@ -11,11 +11,15 @@ mkdir -p "$cache"
 # pkg-config: the rdkafka crate's "ssl" feature builds librdkafka against the
 # system OpenSSL, for TLS and SASL SCRAM (libcurl, for the engine's
 # OAUTHBEARER OIDC login, is built from source by the "curl-static"
-# feature).
+# feature, but see libcurl4-openssl-dev below).
 debs=""
 command -v kcat >/dev/null 2>&1 || debs="$debs kcat"
 command -v pkg-config >/dev/null 2>&1 || debs="$debs pkg-config"
 pkg-config --exists openssl 2>/dev/null || debs="$debs libssl-dev"
+# libcurl's headers and link library: librdkafka's configure compile-checks
+# `-lcurl` before it enables OAUTHBEARER OIDC, even though kflip links the
+# libcurl that the rdkafka crate builds from source ("curl-static").
+pkg-config --exists libcurl 2>/dev/null || debs="$debs libcurl4-openssl-dev"
 # python3-venv: scripts/validate-deploy.sh keeps its validators in a venv.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || debs="$debs python3-venv"
 if [ -n "$debs" ]; then

@@ -131,6 +131,39 @@ impl Runner<'_> {
             }
             p.in_flight += 1;
         }
+        if let Some(w) = &self.writer {
+            if !w.wait_for_room(|| self.stopping()) {
+                self.unsend(topic, partition);
+                return;
+            }
+            let origin = match &decision {
+                Decision::CopyNew(o) => Some(o.encode()),
+                _ => None,
+            };
+            let replacing = origin.is_some();
+            let headers = m.headers();
+            let n = headers.map_or(0, |h| h.count());
+            let own = (0..n)
+                .filter_map(move |i| headers.map(|h| h.get(i)))
+                .filter(move |h| !(replacing && h.key == provenance::HEADER))
+                .map(|h| (h.key.as_bytes(), h.value));
+            let origin = origin
+                .as_deref()
+                .map(|o| (provenance::HEADER.as_bytes(), Some(o.as_bytes())));
+            // The record's size in the batch, within a few bytes of varints.
+            let size = 32
+                + m.key().map_or(0, <[u8]>::len)
+                + m.payload().map_or(0, <[u8]>::len)
+                + own
+                    .clone()
+                    .map(|(k, v)| 10 + k.len() + v.map_or(0, <[u8]>::len))
+                    .sum::<usize>()
+                + origin.map_or(0, |(k, v)| 10 + k.len() + v.map_or(0, <[u8]>::len));
+            w.append(&target_topic, partition, size, |b| {
+                b.push(offset, ts, m.key(), m.payload(), own, origin)
+            });
+            return;
+        }
         let mut rec: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&target_topic, offset as usize)
                 .partition(partition)

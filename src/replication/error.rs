@@ -58,6 +58,9 @@ pub enum Cause {
     /// failed: it starts again from what was committed.
     #[error("this instance was fenced by another, or its transaction failed; starting again from what was committed")]
     Fenced,
+    /// The batch writer stopped; the flow starts again from its checkpoint.
+    #[error("{0}")]
+    Writer(String),
 }
 
 impl From<KafkaError> for Cause {
@@ -82,7 +85,7 @@ impl Cause {
     pub fn retriable(&self) -> bool {
         match self {
             // A mounted secret file may appear; the operator is told meanwhile.
-            Cause::TimedOut(_) | Cause::Client(_) | Cause::Fenced => true,
+            Cause::TimedOut(_) | Cause::Client(_) | Cause::Fenced | Cause::Writer(_) => true,
             Cause::Login(e) => matches!(e, crate::cluster::rdkafka::ConfigError::Secret(_)),
             Cause::Broker(code) => code_retriable(*code),
             Cause::Rdkafka(KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)) => false,

@@ -50,6 +50,7 @@ pub mod state;
 pub mod switchover;
 pub mod topics;
 mod txn;
+mod writer;
 
 pub use engine::{Engine, FlowLag};
 pub use lag::log_lag;

@@ -20,6 +20,7 @@ use super::handover::Shared;
 use super::scan::resume_point;
 use super::state::SourcePartition;
 use super::topics::Admin;
+use super::writer::Writer;
 use crate::offsets::OffsetMap;
 
 /// Bound of each wait of a flow on its clients.
@@ -42,6 +43,8 @@ pub(super) struct Runner<'a> {
     /// A shared flow's membership and fencing (`None`: this instance
     /// copies every partition).
     pub(super) shared: Option<Shared>,
+    /// Writes the copies of an unshared flow (`None`: `producer` does).
+    pub(super) writer: Option<Writer>,
 }
 
 impl<'a> Runner<'a> {
@@ -69,6 +72,15 @@ impl<'a> Runner<'a> {
             Some(id) => Some(Shared::start(setup, id, &source, &producer, saved.owners)?),
             None => None,
         };
+        // Copies of a shared flow go through the transactional producer.
+        let writer = match &shared {
+            None => Some(Writer::start(
+                st.clone(),
+                setup.clusters.target.clone(),
+                setup.rt.clone(),
+            )?),
+            Some(_) => None,
+        };
         let checkpoints = saved.maps;
         setup.orphans.resume(&cfg.id, saved.watches);
         tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), shared = cfg.shared, "flow started");
@@ -82,6 +94,7 @@ impl<'a> Runner<'a> {
             checkpoints,
             checkpoint_ids: saved.ids,
             shared,
+            writer,
         })
     }
 
@@ -126,6 +139,9 @@ impl<'a> Runner<'a> {
             if now >= next_checkpoint || self.setup.state.checkpoint_asked.load(Ordering::Relaxed) {
                 self.checkpoint();
                 next_checkpoint = now + cfg.checkpoint_interval;
+            }
+            if let Some(e) = self.writer.as_ref().and_then(Writer::failed) {
+                return Err(e);
             }
             if self.serve_group()? {
                 next_discovery = Instant::now();
@@ -193,7 +209,14 @@ impl<'a> Runner<'a> {
     /// acknowledgements of one partition out of order.
     pub(super) fn drain(&self) {
         let deadline = Instant::now() + TIMEOUT;
-        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+        let busy = || {
+            self.producer.in_flight_count() > 0
+                || self
+                    .writer
+                    .as_ref()
+                    .is_some_and(|w| w.unacked() > 0 && w.failed().is_none())
+        };
+        while busy() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
     }

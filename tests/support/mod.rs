@@ -278,6 +278,15 @@ impl Drop for Kflip {
         if std::thread::panicking() {
             eprintln!("--- kflip log ---\n{}", self.log());
         }
+        // KFLIP_TEST_KEEP_LOGS=DIR keeps every kflip log there, to debug.
+        if let Ok(dir) = std::env::var("KFLIP_TEST_KEEP_LOGS") {
+            let tmp = self.dir.path().file_name().unwrap_or_default();
+            let name = format!("kflip-{}.log", tmp.to_string_lossy());
+            let _ = std::fs::copy(
+                self.dir.path().join("kflip.log"),
+                Path::new(&dir).join(name),
+            );
+        }
     }
 }
 

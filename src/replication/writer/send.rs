@@ -1,0 +1,483 @@
+//! The writer's tasks: the dispatcher looks up partition leaders, and one
+//! task per leader sends Produce requests, pipelined, and records what the
+//! target answers.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, MetadataRequest, ProduceRequest, ProduceResponse, ProducerId,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::{Inner, IN_FLIGHT};
+use crate::codec::frame::read_frame;
+use crate::kafka::{ClientError, KafkaConn};
+
+/// Bound of connecting, logging in and each request.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the target may hold a Produce request (acks=all).
+const PRODUCE_TIMEOUT_MS: i32 = 30_000;
+/// Largest Produce response accepted.
+const MAX_RESPONSE: usize = 16 << 20;
+/// Produce v12 is the last that names topics (v13 uses topic ids).
+const PRODUCE_MAX: i16 = 12;
+
+/// Why a leader's task ended.
+enum End {
+    /// Send again through a new connection (after a new leader lookup).
+    Retry(String),
+    /// The flow must start again.
+    Fatal(String),
+}
+
+impl From<ClientError> for End {
+    fn from(e: ClientError) -> End {
+        End::Retry(e.to_string())
+    }
+}
+
+/// Error codes after which a batch is sent again: the leader moved or
+/// is not ready, or the request was not answered in time.
+fn retriable(code: i16) -> bool {
+    // UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE,
+    // NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, NETWORK_EXCEPTION,
+    // NOT_ENOUGH_REPLICAS(_AFTER_APPEND), OUT_OF_ORDER_SEQUENCE_NUMBER (a
+    // batch before it failed), KAFKA_STORAGE_ERROR, FENCED_LEADER_EPOCH,
+    // UNKNOWN_LEADER_EPOCH, THROTTLING_QUOTA_EXCEEDED.
+    matches!(code, 3 | 5 | 6 | 7 | 13 | 19 | 20 | 45 | 56 | 74 | 76 | 89)
+}
+
+fn code_name(code: i16) -> String {
+    match kafka_protocol::ResponseError::try_from_code(code) {
+        Some(e) => format!("{e:?} ({code})"),
+        None => format!("error code {code}"),
+    }
+}
+
+/// Asks the target for an idempotent producer id and epoch.
+pub(super) async fn init_producer_id(
+    target: &crate::config::ClusterConfig,
+) -> Result<(i64, i16), ClientError> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut conn = KafkaConn::connect_any(target, TIMEOUT).await?;
+        let versions = conn.api_versions().await?;
+        let v = versions
+            .get(&(ApiKey::InitProducerId as i16))
+            .map_or(0, |r| r.max.min(4));
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(i32::MAX)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let resp = conn.send(&req, v).await?;
+        // COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
+        // NOT_COORDINATOR: the broker is starting.
+        if matches!(resp.error_code, 14..=16) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if resp.error_code != 0 {
+            return Err(ClientError::Exchange {
+                addr: conn.addr().to_string(),
+                message: format!("InitProducerId: {}", code_name(resp.error_code)),
+            });
+        }
+        return Ok((resp.producer_id.0, resp.producer_epoch));
+    }
+}
+
+/// The dispatcher: whenever partitions without a known leader have
+/// records, asks the target for their leaders and starts the leaders'
+/// tasks.
+pub(super) async fn dispatch(inner: Arc<Inner>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let topics: BTreeSet<Arc<str>> = {
+            let q = inner.lock();
+            q.parts
+                .iter()
+                .filter(|p| p.leader.is_none() && (p.has_records() || !p.sent.is_empty()))
+                .map(|p| p.topic.clone())
+                .collect()
+        };
+        if topics.is_empty() {
+            backoff = Duration::from_millis(50);
+            inner.lookup.notified().await;
+            continue;
+        }
+        match leaders(&inner, &topics).await {
+            Ok((found, brokers)) => {
+                let mut q = inner.lock();
+                for i in 0..q.parts.len() {
+                    let p = &q.parts[i];
+                    if p.leader.is_some() {
+                        continue;
+                    }
+                    let Some(&l) = found.get(&(p.topic.clone(), p.partition)) else {
+                        continue;
+                    };
+                    let Some(addr) = brokers.get(&l) else {
+                        continue;
+                    };
+                    let leader = q.leaders.entry(l).or_default();
+                    if leader.task.is_none() {
+                        let wake = leader.wake.clone();
+                        let task = inner.rt.spawn(broker(inner.clone(), l, addr.clone(), wake));
+                        leader.task = Some(task.abort_handle());
+                    }
+                    q.parts[i].leader = Some(l);
+                    q.parts[i].queued = false;
+                    if q.parts[i].has_records() {
+                        q.mark_ready(i, &inner.lookup);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(flow = %inner.state.cfg.id, error = %e, "cannot look up the target's partition leaders; retrying");
+            }
+        }
+        // Partitions still without a leader (an election under way) are
+        // looked up again shortly.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Stops every leader's task (the writer is dropped).
+pub(super) fn abort_all(inner: &Inner) {
+    let mut q = inner.lock();
+    for l in q.leaders.values_mut() {
+        if let Some(t) = l.task.take() {
+            t.abort();
+        }
+    }
+}
+
+type Leaders = HashMap<(Arc<str>, i32), i32>;
+
+/// The leader of each partition of `topics`, and each leader's address.
+async fn leaders(
+    inner: &Inner,
+    topics: &BTreeSet<Arc<str>>,
+) -> Result<(Leaders, HashMap<i32, String>), ClientError> {
+    let mut conn = KafkaConn::connect_any(&inner.target, TIMEOUT).await?;
+    let versions = conn.api_versions().await?;
+    let v = versions
+        .get(&(ApiKey::Metadata as i16))
+        .map_or(1, |r| r.max.clamp(1, 12));
+    let req = MetadataRequest::default()
+        .with_topics(Some(
+            topics
+                .iter()
+                .map(|t| {
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.to_string()))))
+                })
+                .collect(),
+        ))
+        .with_allow_auto_topic_creation(false);
+    let resp = conn.send(&req, v).await?;
+    let brokers = resp
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect();
+    let mut found = HashMap::new();
+    for t in &resp.topics {
+        let Some(name) = t.name.as_ref().and_then(|n| topics.get(n.0.as_str())) else {
+            continue;
+        };
+        for p in &t.partitions {
+            if p.error_code == 0 && p.leader_id.0 >= 0 {
+                found.insert((name.clone(), p.partition_index), p.leader_id.0);
+            }
+        }
+    }
+    Ok((found, brokers))
+}
+
+/// One leader's task: sends until its connection fails, then hands its
+/// partitions' unanswered batches back for the next leader lookup.
+async fn broker(inner: Arc<Inner>, id: i32, addr: String, wake: Arc<tokio::sync::Notify>) {
+    let end = send_to(&inner, id, &addr, &wake).await;
+    if let End::Retry(why) = &end {
+        tracing::warn!(flow = %inner.state.cfg.id, broker = id, %addr, error = %why, "target connection lost; sending its batches again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    {
+        let mut q = inner.lock();
+        for p in q.parts.iter_mut().filter(|p| p.leader == Some(id)) {
+            while let Some(b) = p.sent.pop_back() {
+                p.sealed.push_front(b);
+            }
+            p.leader = None;
+            p.queued = false;
+        }
+        q.leaders.remove(&id);
+    }
+    match end {
+        End::Fatal(why) => inner.fail(why),
+        End::Retry(_) => inner.lookup.notify_one(),
+    }
+}
+
+/// A request in flight: its correlation id, when it was sent, and the
+/// partitions it carries a batch of.
+struct Pending {
+    correlation: i32,
+    sent: Instant,
+    parts: Vec<usize>,
+}
+
+async fn send_to(inner: &Inner, id: i32, addr: &str, wake: &tokio::sync::Notify) -> End {
+    let mut conn =
+        match tokio::time::timeout(TIMEOUT, KafkaConn::connect(&inner.target, addr, TIMEOUT)).await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return e.into(),
+            Err(_) => return End::Retry(format!("no connection to {addr} within {TIMEOUT:?}")),
+        };
+    let version = match conn.api_versions().await {
+        Ok(v) => v
+            .get(&(ApiKey::Produce as i16))
+            .map_or(3, |r| r.max.min(PRODUCE_MAX)),
+        Err(e) => return e.into(),
+    };
+    if version < 3 {
+        return End::Fatal(format!(
+            "broker {addr} does not speak Produce v3 (record batches)"
+        ));
+    }
+    let (rd, mut wr) = conn.into_parts().0.split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(IN_FLIGHT + 1);
+    let reader = inner.rt.spawn(async move {
+        let mut rd = rd;
+        loop {
+            let f = read_frame(&mut rd, MAX_RESPONSE).await;
+            let last = !matches!(f, Ok(Some(_)));
+            if tx.send(f).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
+    let mut in_flight: VecDeque<Pending> = VecDeque::new();
+    let mut correlation = 0i32;
+    let request_timeout = Duration::from_millis(PRODUCE_TIMEOUT_MS as u64) + TIMEOUT;
+    loop {
+        while in_flight.len() < IN_FLIGHT {
+            let Some((parts, buf)) = next_request(inner, id, version, correlation) else {
+                break;
+            };
+            match tokio::time::timeout(TIMEOUT, wr.write_all(&buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return End::Retry(format!("write to {addr}: {e}")),
+                Err(_) => return End::Retry(format!("write to {addr} stalled")),
+            }
+            in_flight.push_back(Pending {
+                correlation,
+                sent: Instant::now(),
+                parts,
+            });
+            correlation = correlation.wrapping_add(1);
+        }
+        let Some(oldest) = in_flight.front().map(|p| p.sent) else {
+            wake.notified().await;
+            continue;
+        };
+        tokio::select! {
+            f = rx.recv() => {
+                let frame = match f {
+                    Some(Ok(Some(f))) => f,
+                    Some(Ok(None)) | None => return End::Retry(format!("{addr} closed the connection")),
+                    Some(Err(e)) => return End::Retry(format!("read from {addr}: {e}")),
+                };
+                let Some(p) = in_flight.pop_front() else {
+                    return End::Retry(format!("{addr} answered a request not sent"));
+                };
+                if let Err(end) = answered(inner, version, p, frame.payload()) {
+                    return end;
+                }
+            }
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep_until(oldest + request_timeout) => {
+                return End::Retry(format!("no answer from {addr} within {request_timeout:?}"));
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The next Produce request to leader `id`: one batch from each partition
+/// with records, sealed now if need be. `None`: nothing to send.
+fn next_request(
+    inner: &Inner,
+    id: i32,
+    version: i16,
+    correlation: i32,
+) -> Option<(Vec<usize>, BytesMut)> {
+    let mut q = inner.lock();
+    let ready = std::mem::take(&mut q.leaders.entry(id).or_default().ready);
+    let mut parts = Vec::new();
+    let mut topics: Vec<(Arc<str>, Vec<PartitionProduceData>)> = Vec::new();
+    let mut again = Vec::new();
+    for idx in ready {
+        let p = &mut q.parts[idx];
+        p.queued = false;
+        if p.leader != Some(id) {
+            continue;
+        }
+        if !p.acked_once && !p.sent.is_empty() {
+            again.push(idx);
+            continue;
+        }
+        if p.sealed.is_empty() {
+            inner.seal_open(p);
+        }
+        let Some(b) = p.sealed.pop_front() else {
+            continue;
+        };
+        let data = PartitionProduceData::default()
+            .with_index(p.partition)
+            .with_records(Some(b.bytes.clone()));
+        match topics.iter_mut().find(|(t, _)| *t == p.topic) {
+            Some((_, v)) => v.push(data),
+            None => topics.push((p.topic.clone(), vec![data])),
+        }
+        p.sent.push_back(b);
+        parts.push(idx);
+        if p.has_records() {
+            again.push(idx);
+        }
+    }
+    for idx in again {
+        q.parts[idx].queued = true;
+        q.leaders.entry(id).or_default().ready.push_back(idx);
+    }
+    drop(q);
+    if parts.is_empty() {
+        return None;
+    }
+    let req = ProduceRequest::default()
+        .with_transactional_id(None)
+        .with_acks(-1)
+        .with_timeout_ms(PRODUCE_TIMEOUT_MS)
+        .with_topic_data(
+            topics
+                .into_iter()
+                .map(|(t, data)| {
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partition_data(data)
+                })
+                .collect(),
+        );
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_static_str("kflip-engine")));
+    let mut buf = BytesMut::with_capacity(64 + req.compute_size(version).unwrap_or(0));
+    buf.put_i32(0);
+    if header
+        .encode(&mut buf, ProduceRequest::header_version(version))
+        .and_then(|()| req.encode(&mut buf, version))
+        .is_err()
+    {
+        return None;
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Some((parts, buf))
+}
+
+/// Records the answer to request `p`: acknowledged batches into the offset
+/// maps; a retriable error ends the connection so the batches go again.
+fn answered(inner: &Inner, version: i16, p: Pending, payload: &[u8]) -> Result<(), End> {
+    let mut body = Bytes::copy_from_slice(payload);
+    let header = ResponseHeader::decode(&mut body, ProduceResponse::header_version(version))
+        .map_err(|e| End::Retry(format!("bad Produce response header: {e}")))?;
+    if header.correlation_id != p.correlation {
+        return Err(End::Retry(format!(
+            "response {} to request {}",
+            header.correlation_id, p.correlation
+        )));
+    }
+    let resp = ProduceResponse::decode(&mut body, version)
+        .map_err(|e| End::Retry(format!("bad Produce response: {e}")))?;
+    let mut acks = Vec::new();
+    let mut retry = None;
+    {
+        let mut q = inner.lock();
+        for t in &resp.responses {
+            for r in &t.partition_responses {
+                let Some(idx) = q
+                    .index
+                    .get(t.name.0.as_str())
+                    .and_then(|v| v.get(r.index.max(0) as usize).copied().flatten())
+                else {
+                    continue;
+                };
+                if !p.parts.contains(&idx) {
+                    continue;
+                }
+                let part = &mut q.parts[idx];
+                if r.error_code == 0 {
+                    part.acked_once = true;
+                    if let Some(b) = part.sent.pop_front() {
+                        acks.push((
+                            part.topic.clone(),
+                            part.source_topic.clone(),
+                            part.partition,
+                            b,
+                            r.base_offset,
+                        ));
+                    }
+                } else if retriable(r.error_code) {
+                    retry.get_or_insert_with(|| {
+                        format!("{}[{}]: {}", t.name.0, r.index, code_name(r.error_code))
+                    });
+                } else {
+                    let mut msg = r
+                        .error_message
+                        .as_ref()
+                        .map_or(String::new(), |m| format!(": {m}"));
+                    if r.error_code == 10 {
+                        msg.push_str(
+                            " (a batch is larger than the target topic's max.message.bytes: \
+                             lower the flow's batch_bytes)",
+                        );
+                    }
+                    return Err(End::Fatal(format!(
+                        "the target refused a batch of {}[{}] with {}{msg}",
+                        t.name.0,
+                        r.index,
+                        code_name(r.error_code)
+                    )));
+                }
+            }
+        }
+    }
+    for (topic, source, partition, b, base) in &acks {
+        inner.acked(topic, source.as_deref(), *partition, b, *base);
+    }
+    match retry {
+        Some(why) => Err(End::Retry(why)),
+        None => Ok(()),
+    }
+}
