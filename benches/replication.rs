@@ -4,6 +4,7 @@
 //!
 //! Run with `cargo bench --bench replication`. For 1 KiB records it measures:
 //! - **baseline**: an rdkafka producer writing straight to the target broker
+//!   the same records as the copies (1 KiB, and a `kflip-origin` header)
 //!   with the engine's producer settings (acks=all, idempotence on, linger
 //!   0 ms, 1 MiB batches, 5 in flight);
 //! - **replication throughput**: the same number of records pre-filled on
@@ -176,10 +177,35 @@ fn engine_like_producer(bootstrap: &str) -> BaseProducer<Counting> {
 
 /// Sends `n` records round-robin over `partitions` and waits for every ack.
 fn send_all(p: &BaseProducer<Counting>, topic: &str, partitions: i32, value: &[u8], n: usize) {
+    send_records(p, topic, partitions, value, n, false)
+}
+
+/// The same, each record with a header as large as the one a copy carries
+/// (`with_origin`): what the baseline writes, the same records as the
+/// engine's copies.
+fn send_records(
+    p: &BaseProducer<Counting>,
+    topic: &str,
+    partitions: i32,
+    value: &[u8],
+    n: usize,
+    with_origin: bool,
+) {
+    let started = now_us() / 1000;
     for i in 0..n {
+        let partition = i as i32 % partitions;
+        let origin = format!("AbCdEfGhIjKlMnOpQrStUv/{topic}/{partition}/{i}/{started}");
         let mut rec = BaseRecord::<(), [u8]>::to(topic)
             .payload(value)
-            .partition(i as i32 % partitions);
+            .partition(partition);
+        if with_origin {
+            rec = rec.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: provenance::HEADER,
+                    value: Some(origin.as_bytes()),
+                },
+            ));
+        }
         loop {
             match p.send(rec) {
                 Ok(()) => break,
@@ -234,7 +260,7 @@ fn baseline(target: &Broker, source: &Broker, n: usize, partitions: i32) -> Thro
     let procs = Procs::new(source, target, None);
     let cpu = procs.sample();
     let start = Instant::now();
-    send_all(&p, TOPIC, partitions, &value, n);
+    send_records(&p, TOPIC, partitions, &value, n, true);
     let secs = start.elapsed().as_secs_f64();
     let cpu = procs.since(cpu);
     let ok = ctx.ok.load(Ordering::Relaxed) - before;

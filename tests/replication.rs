@@ -618,3 +618,57 @@ fn observed_commits_are_translated_at_once_and_lag_is_reported() {
     assert_eq!(got.elements()[0].offset(), Offset::Offset(60));
     engine.shutdown();
 }
+
+/// On Apache Kafka: a source topic whose `max.message.bytes` is far below
+/// the engine's batch size. The target topic gets the same limit, and the
+/// engine's batch writer sizes its batches to it: every record is copied
+/// once, in order, and the target never refuses a batch.
+#[test]
+fn batches_fit_a_small_max_message_bytes() {
+    if !support::require_kafka("batches_fit_a_small_max_message_bytes") {
+        return;
+    }
+    let dcs = TwoClusters::start();
+    let (dc1, dc2) = (dcs.dc1.addr(), dcs.dc2.addr());
+    clients::create_topic_with(&dc1, "small", 1, 1, &[("max.message.bytes", "8192")]);
+    let p: ThreadedProducer<DefaultProducerContext> = clients::config(&dc1)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.size", "4096")
+        .create()
+        .unwrap();
+    let values: Vec<String> = (0..600)
+        .map(|i| format!("{i:04}{}", "x".repeat(996)))
+        .collect();
+    for v in &values {
+        let mut rec = BaseRecord::<str, str>::to("small").payload(v.as_str());
+        while let Err((_, back)) = p.send(rec) {
+            rec = back;
+            p.poll(Duration::from_millis(5));
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let k = Kflip::replicate(&flows(
+        &dcs,
+        &format!("    - {{ source: dc1, target: dc2, topics: [\"small\"], {FAST} }}\n"),
+    ));
+    wait_for("600 copies", Duration::from_secs(90), || {
+        (count(&dc2, "small") >= 600).then_some(())
+    });
+    assert_eq!(
+        clients::topic_configs(&dc2, "small")
+            .get("max.message.bytes")
+            .map(String::as_str),
+        Some("8192")
+    );
+    let copied: Vec<String> = read(&dc2, "small")
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap_or_default()).unwrap())
+        .collect();
+    assert_eq!(copied, values, "every record once, in order");
+    let log = k.log();
+    assert!(
+        !log.contains("MessageTooLarge") && !log.contains("batch writer stopped"),
+        "the target refused a batch:\n{log}"
+    );
+}

@@ -212,6 +212,10 @@ impl Runner<'_> {
                 }
             } else if done > known.unwrap_or(0) {
                 tracing::info!(flow = %cfg.id, topic = %t.name, target = %target_name, partitions = done, of = t.partitions, "replicating topic");
+                if let Some(w) = &self.writer {
+                    let configs = self.target_admin.topic_configs(&target_name);
+                    w.limit_topic(&target_name, configs.get("max.message.bytes"));
+                }
                 self.assigned.insert(t.name.clone(), done);
             }
         }
@@ -231,6 +235,9 @@ impl Runner<'_> {
             let src = self.source_admin.topic_configs(topic);
             let tgt = self.target_admin.topic_configs(&target);
             let want = topics::wanted_configs(&src, &tgt);
+            if let Some(w) = &self.writer {
+                w.limit_topic(&target, want.get("max.message.bytes"));
+            }
             if want != tgt {
                 match self.target_admin.set_configs(&target, &want) {
                     Ok(()) => {

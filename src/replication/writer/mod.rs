@@ -20,6 +20,7 @@
 //! a restart.
 
 pub(crate) mod batch;
+mod leaders;
 mod send;
 
 use std::collections::{HashMap, VecDeque};
@@ -76,6 +77,9 @@ struct Queues {
     index: HashMap<String, Vec<Option<usize>>>,
     /// Per leader: its wake-up, and the partitions with records to send.
     leaders: HashMap<i32, Leader>,
+    /// Target topics whose max.message.bytes is below the writer's batch
+    /// size.
+    limits: HashMap<String, usize>,
 }
 
 #[derive(Default)]
@@ -106,6 +110,8 @@ struct PartQueue {
     leader: Option<i32>,
     /// In its leader's `ready` list.
     queued: bool,
+    /// The largest batch the topic takes.
+    limit: usize,
 }
 
 impl PartQueue {
@@ -124,7 +130,7 @@ impl Writer {
     ) -> Result<Writer, Error> {
         let target_name = state.cfg.target.as_str().to_string();
         let (producer_id, epoch) = rt
-            .block_on(send::init_producer_id(&target))
+            .block_on(leaders::init_producer_id(&target))
             .map_err(|e| Error::cluster(Side::Target, &target_name, "get a producer id", e))?;
         let inner = Arc::new(Inner {
             // At most 1 MiB: what every Kafka topic takes by default
@@ -144,7 +150,7 @@ impl Writer {
             lookup: Notify::new(),
             rt: rt.clone(),
         });
-        let dispatcher = rt.spawn(send::dispatch(inner.clone()));
+        let dispatcher = rt.spawn(leaders::dispatch(inner.clone()));
         Ok(Writer { inner, dispatcher })
     }
 
@@ -187,6 +193,32 @@ impl Writer {
         true
     }
 
+    /// Sets the largest batch written to target `topic`: its
+    /// max.message.bytes, when set on the topic (`None`: the writer's
+    /// own size).
+    pub(super) fn limit_topic(&self, topic: &str, max_message_bytes: Option<&String>) {
+        let inner = &self.inner;
+        let limit = max_message_bytes
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(inner.batch_bytes, |m| m.clamp(1024, inner.batch_bytes));
+        let mut q = inner.lock();
+        if q.limits.get(topic).copied().unwrap_or(inner.batch_bytes) == limit {
+            return;
+        }
+        q.limits.insert(topic.to_string(), limit);
+        let idxs: Vec<usize> = q
+            .index
+            .get(topic)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .collect();
+        for i in idxs {
+            q.parts[i].limit = limit;
+        }
+    }
+
     /// Appends one record of about `size` bytes to `topic[partition]`'s
     /// open batch, encoded by `push`.
     pub(super) fn append(
@@ -198,9 +230,9 @@ impl Writer {
     ) {
         let inner = &self.inner;
         let mut q = inner.lock();
-        let idx = q.part(topic, partition, &inner.state);
-        let batch_bytes = inner.batch_bytes;
+        let idx = q.part(topic, partition, &inner.state, inner.batch_bytes);
         let p = &mut q.parts[idx];
+        let batch_bytes = p.limit;
         // A batch never grows past `batch_bytes` (the target refuses a
         // batch larger than its topic's max.message.bytes): it is sealed
         // before the record that would take it past, which then starts
@@ -223,13 +255,13 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.dispatcher.abort();
-        send::abort_all(&self.inner);
+        leaders::abort_all(&self.inner);
     }
 }
 
 impl Queues {
     /// The index of `topic[partition]`, added on first use.
-    fn part(&mut self, topic: &str, partition: i32, state: &FlowState) -> usize {
+    fn part(&mut self, topic: &str, partition: i32, state: &FlowState, batch: usize) -> usize {
         let p = partition.max(0) as usize;
         if let Some(Some(i)) = self.index.get(topic).and_then(|v| v.get(p)) {
             return *i;
@@ -246,6 +278,7 @@ impl Queues {
             acked_once: false,
             leader: None,
             queued: false,
+            limit: self.limits.get(topic).copied().unwrap_or(batch),
         });
         let slots = self.index.entry(topic.to_string()).or_default();
         if slots.len() <= p {
