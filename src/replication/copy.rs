@@ -36,7 +36,7 @@ impl Runner<'_> {
                     if m.offset() >= range.to {
                         return;
                     }
-                    let decision = decide(st, m, &target_topic);
+                    let decision = decide(st, m, &target_topic, now_ms());
                     if decision == Decision::Skip {
                         return;
                     }
@@ -87,10 +87,11 @@ impl Runner<'_> {
     pub(super) fn copy(&self, m: &BorrowedMessage<'_>) {
         let st = &self.setup.state;
         let topic = m.topic();
-        let target_topic = st.cfg.target_topic(topic);
+        let target_topic = self.cache.target(&st.cfg, topic);
         let (partition, offset) = (m.partition(), m.offset());
-        let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
-        let decision = decide(st, m, &target_topic);
+        let now = self.cache.now_ms();
+        let ts = m.timestamp().to_millis().unwrap_or(now);
+        let decision = decide(st, m, &target_topic, now);
         {
             let key = SourcePartition {
                 topic: topic.to_string(),
@@ -136,8 +137,13 @@ impl Runner<'_> {
                 self.unsend(topic, partition);
                 return;
             }
+            let mut buf = self.cache.origin.borrow_mut();
             let origin = match &decision {
-                Decision::CopyNew(o) => Some(o.encode()),
+                Decision::CopyNew(o) => {
+                    buf.clear();
+                    o.encode_into(&mut buf);
+                    Some(buf.as_str())
+                }
                 _ => None,
             };
             let replacing = origin.is_some();
@@ -147,9 +153,7 @@ impl Runner<'_> {
                 .filter_map(move |i| headers.map(|h| h.get(i)))
                 .filter(move |h| !(replacing && h.key == provenance::HEADER))
                 .map(|h| (h.key.as_bytes(), h.value));
-            let origin = origin
-                .as_deref()
-                .map(|o| (provenance::HEADER.as_bytes(), Some(o.as_bytes())));
+            let origin = origin.map(|o| (provenance::HEADER.as_bytes(), Some(o.as_bytes())));
             // The record's size in the batch, within a few bytes of varints.
             let size = 32
                 + m.key().map_or(0, <[u8]>::len)
@@ -216,7 +220,7 @@ impl Runner<'_> {
 }
 
 /// The provenance decision for a record read from the source.
-fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str) -> Decision {
+fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str, now: i64) -> Decision {
     let existing = m.headers().and_then(|h| {
         h.iter()
             .find(|h| h.key == provenance::HEADER)
@@ -226,8 +230,36 @@ fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str) -> Decisi
         existing,
         (&st.source_id, m.topic(), m.partition(), m.offset()),
         (&st.target_id, target_topic),
-        now_ms(),
+        now,
     )
+}
+
+/// What the copy loop keeps between records instead of making it again for
+/// each: the target name of the topic being read, the wall clock (read
+/// every 64 records: provenance keeps the first copy's time to the
+/// millisecond, not to the record), and the provenance value's buffer.
+#[derive(Default)]
+pub(super) struct CopyCache {
+    topic: std::cell::RefCell<(String, std::sync::Arc<str>)>,
+    clock: std::cell::Cell<(u32, i64)>,
+    origin: std::cell::RefCell<String>,
+}
+
+impl CopyCache {
+    fn target(&self, cfg: &crate::config::FlowConfig, topic: &str) -> std::sync::Arc<str> {
+        let mut c = self.topic.borrow_mut();
+        if c.0 != topic || c.1.is_empty() {
+            *c = (topic.to_string(), cfg.target_topic(topic).into());
+        }
+        c.1.clone()
+    }
+
+    fn now_ms(&self) -> i64 {
+        let (n, t) = self.clock.get();
+        let t = if n % 64 == 0 { now_ms() } else { t };
+        self.clock.set((n.wrapping_add(1), t));
+        t
+    }
 }
 
 /// A copy's headers: the record's own, plus the provenance header when the

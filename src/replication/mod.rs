@@ -8,7 +8,8 @@
 //! - [`flow`]: one flow's thread, from its clusters to its retry loop, and
 //!   the map of its parts: `runner` (clients and loop), `copy`, `deliver`
 //!   (librdkafka callbacks), `checkpoints` (the state topic), `scan`
-//!   (reading a partition to its end, recovery from the target);
+//!   (reading a partition to its end, recovery from the target), `writer`
+//!   (kflip's own idempotent producer of an unshared flow's copies);
 //! - `assign`: topic discovery, creation, partition assignment, config sync;
 //! - `shrink`: a source log that ends before what was copied, or a topic
 //!   with another id: truncation or recreation, told apart by topic id;

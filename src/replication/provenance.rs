@@ -29,10 +29,19 @@ pub struct Origin {
 impl Origin {
     /// The header value.
     pub fn encode(&self) -> String {
-        format!(
+        let mut out = String::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the header value to `out`.
+    pub fn encode_into(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
             "{}/{}/{}/{}/{}",
             self.cluster, self.topic, self.partition, self.offset, self.first_copy_ms
-        )
+        );
     }
 
     /// Parses a header value; `None` if it is not one of ours.

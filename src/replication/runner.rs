@@ -45,6 +45,7 @@ pub(super) struct Runner<'a> {
     pub(super) shared: Option<Shared>,
     /// Writes the copies of an unshared flow (`None`: `producer` does).
     pub(super) writer: Option<Writer>,
+    pub(super) cache: super::copy::CopyCache,
 }
 
 impl<'a> Runner<'a> {
@@ -95,6 +96,7 @@ impl<'a> Runner<'a> {
             checkpoint_ids: saved.ids,
             shared,
             writer,
+            cache: Default::default(),
         })
     }
 
