@@ -33,6 +33,10 @@ enum End {
     Retry(String),
     /// The flow must start again.
     Fatal(String),
+    /// The broker closed the connection while nothing was in flight (it
+    /// closes idle connections): connect again when there is something
+    /// to send.
+    Idle,
 }
 
 impl From<ClientError> for End {
@@ -68,6 +72,9 @@ pub(super) async fn broker(
     wake: Arc<tokio::sync::Notify>,
 ) {
     let end = send_to(&inner, id, &addr, &wake).await;
+    if let End::Idle = &end {
+        tracing::debug!(flow = %inner.state.cfg.id, broker = id, %addr, "idle target connection closed");
+    }
     if let End::Retry(why) = &end {
         tracing::warn!(flow = %inner.state.cfg.id, broker = id, %addr, error = %why, "target connection lost; sending its batches again");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -85,7 +92,7 @@ pub(super) async fn broker(
     }
     match end {
         End::Fatal(why) => inner.fail(why),
-        End::Retry(_) => inner.lookup.notify_one(),
+        End::Retry(_) | End::Idle => inner.lookup.notify_one(),
     }
 }
 
@@ -134,7 +141,11 @@ async fn send_to(inner: &Inner, id: i32, addr: &str, wake: &tokio::sync::Notify)
     let request_timeout = Duration::from_millis(PRODUCE_TIMEOUT_MS as u64) + TIMEOUT;
     loop {
         while in_flight.len() < IN_FLIGHT {
-            let Some((parts, buf)) = next_request(inner, id, version, correlation) else {
+            let next = match next_request(inner, id, version, correlation) {
+                Ok(next) => next,
+                Err(end) => return end,
+            };
+            let Some((parts, buf)) = next else {
                 break;
             };
             match tokio::time::timeout(TIMEOUT, wr.write_all(&buf)).await {
@@ -150,7 +161,11 @@ async fn send_to(inner: &Inner, id: i32, addr: &str, wake: &tokio::sync::Notify)
             correlation = correlation.wrapping_add(1);
         }
         let Some(oldest) = in_flight.front().map(|p| p.sent) else {
-            wake.notified().await;
+            tokio::select! {
+                _ = wake.notified() => {}
+                // Nothing in flight: the broker closed an idle connection.
+                _ = rx.recv() => return End::Idle,
+            }
             continue;
         };
         tokio::select! {
@@ -190,7 +205,7 @@ fn next_request(
     id: i32,
     version: i16,
     correlation: i32,
-) -> Option<(Vec<usize>, BytesMut)> {
+) -> Result<Option<(Vec<usize>, BytesMut)>, End> {
     let mut q = inner.lock();
     let ready = std::mem::take(&mut q.leaders.entry(id).or_default().ready);
     let mut parts = Vec::new();
@@ -231,7 +246,7 @@ fn next_request(
     }
     drop(q);
     if parts.is_empty() {
-        return None;
+        return Ok(None);
     }
     let req = ProduceRequest::default()
         .with_transactional_id(None)
@@ -254,16 +269,17 @@ fn next_request(
         .with_client_id(Some(StrBytes::from_static_str("kflip-engine")));
     let mut buf = BytesMut::with_capacity(64 + req.compute_size(version).unwrap_or(0));
     buf.put_i32(0);
-    if header
+    // The batches are already among the partitions' sent ones: a request
+    // that cannot be encoded ends the connection, which hands them back.
+    if let Err(e) = header
         .encode(&mut buf, ProduceRequest::header_version(version))
         .and_then(|()| req.encode(&mut buf, version))
-        .is_err()
     {
-        return None;
+        return Err(End::Retry(format!("cannot encode a Produce request: {e}")));
     }
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Some((parts, buf))
+    Ok(Some((parts, buf)))
 }
 
 /// Records the answer to request `p`: acknowledged batches into the offset
