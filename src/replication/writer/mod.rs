@@ -179,6 +179,9 @@ impl Writer {
     /// unacknowledged. False: the writer failed or `stop` said so.
     pub(super) fn wait_for_room(&self, stop: impl Fn() -> bool) -> bool {
         let inner = &self.inner;
+        if inner.unacked.load(Ordering::Acquire) < inner.max_records {
+            return true;
+        }
         let mut q = inner.lock();
         while inner.unacked.load(Ordering::Acquire) >= inner.max_records {
             if stop() || inner.is_fatal() {
