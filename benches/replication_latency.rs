@@ -276,6 +276,12 @@ fn phase(
 }
 
 fn main() {
+    // Brokers as users run them (G1, a 1 GiB heap, the full JIT), as the
+    // other benches do; the tests' quick-start JVM (serial GC, a 512 MiB
+    // heap, C1 only) pauses for long enough to dominate the p99.
+    if std::env::var_os("KFLIP_BROKER_JVM").is_none() {
+        std::env::set_var("KFLIP_BROKER_JVM", "-Xms1g -Xmx1g -XX:+UseG1GC");
+    }
     let max_secs = env_usize("KFLIP_BENCH_MAX_SECS", 10).max(1) as f64;
     let secs = env_usize("KFLIP_BENCH_LATENCY_SECS", 10).max(1) as f64;
     let rates: Vec<String> = std::env::var("KFLIP_BENCH_RATES")
