@@ -449,13 +449,6 @@ fn count_by_consuming(bootstrap: &str, topic: &str, partitions: i32, n: usize) -
                 .and_then(|h| h.value)
                 .and_then(provenance::Origin::parse)
         });
-        if std::env::var("KFLIP_BENCH_TRACE").is_ok() && v.records % 500 == 1 {
-            eprintln!(
-                "  target {} <- {:?}",
-                m.offset(),
-                origin.as_ref().map(|o| o.offset)
-            );
-        }
         if let Some(o) = origin {
             let (last, offsets) = seen.entry(o.partition).or_insert((-1, Default::default()));
             if !offsets.insert(o.offset) {
