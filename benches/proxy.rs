@@ -498,6 +498,9 @@ fn main() {
     // --- idle RSS after the run, with every client connection closed ---
     std::thread::sleep(Duration::from_secs(1));
     let rss_end = status_kib(kpid, "VmRSS").unwrap_or(0);
+    // Heap and stacks against the mapped binary and libraries.
+    let rss_anon = status_kib(kpid, "RssAnon").unwrap_or(0);
+    let rss_file = status_kib(kpid, "RssFile").unwrap_or(0);
     let hwm = status_kib(kpid, "VmHWM").unwrap_or(0);
     let (listening, connected) = tcp_sockets(kpid);
 
@@ -610,6 +613,14 @@ fn main() {
             ),
         );
     }
+    row(
+        &mut out,
+        "kflip idle RSS MiB, end: anon / file",
+        String::new(),
+        format!("{:.1} / {:.1}", mib(rss_anon), mib(rss_file)),
+        f64::NAN,
+        "",
+    );
     row(
         &mut out,
         "kflip peak RSS MiB (VmHWM)",

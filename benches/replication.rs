@@ -36,7 +36,9 @@
 //! `KFLIP_BENCH_TUNINGS` (`linger/batch_bytes/fetch_partition_bytes`
 //! triples separated by `;`, e.g. `5ms/1048576/1048576;20ms/4194304/16777216`),
 //! `KFLIP_BENCH_RATE` (2000 records/s), `KFLIP_BENCH_LATENCY_SECS` (10) and
-//! `KFLIP_BENCH_ONLY` (a comma-separated subset of baseline,replicate,latency).
+//! `KFLIP_BENCH_ONLY` (a comma-separated subset of baseline,replicate,latency)
+//! and `KFLIP_BENCH_LOG` (kflip's log level; each replicate run then prints
+//! its log).
 //!
 //! `KFLIP_BENCH_QUICK=1` is the CI regression guard (`scripts/test.sh`):
 //! 100,000 records, 2 rounds of baseline and default-tuning replication,
@@ -337,6 +339,12 @@ fn flow_yaml(source: &Broker, target: &Broker, tuning: &Tuning) -> String {
     )
 }
 
+/// kflip's log level: `KFLIP_BENCH_LOG` (then each replicate run prints
+/// its log), default warn.
+fn log_level() -> String {
+    std::env::var("KFLIP_BENCH_LOG").unwrap_or_else(|_| "warn".to_string())
+}
+
 /// The flow's `fetch_wait`: `KFLIP_BENCH_FETCH_WAIT`, default 5ms. tansu
 /// holds every fetch for the whole wait even when data is ready, so the
 /// engine's default (100ms) would cap reads near 50 MB/s here.
@@ -609,7 +617,11 @@ fn replicate(
     let mut cps = Checkpoints::new(&target.addr());
     let deadline = Duration::from_secs(180);
     let start = Instant::now();
-    let kflip = Kflip::spawn("replicate", &flow_yaml(source, target, tuning), "warn");
+    let kflip = Kflip::spawn(
+        "replicate",
+        &flow_yaml(source, target, tuning),
+        &log_level(),
+    );
     let procs = Procs::new(source, target, Some(&kflip));
     let cpu = procs.sample();
     let mut startup = f64::NAN;
@@ -637,6 +649,9 @@ fn replicate(
     let cpu = procs.since(cpu);
     let log = kflip.log();
     drop(kflip);
+    if std::env::var_os("KFLIP_BENCH_LOG").is_some() {
+        eprintln!("  kflip log:\n{log}");
+    }
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     if !errors.is_empty() {
         eprintln!(

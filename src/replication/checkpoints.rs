@@ -29,9 +29,24 @@ pub(super) fn ensure_state_topic(admin: &Admin, topic: &str) -> Result<(), Error
     let mut cfg = BTreeMap::new();
     cfg.insert("cleanup.policy".to_string(), "compact".to_string());
     match admin.create_topic(topic, 1, rf, &cfg) {
-        Ok(_) => Ok(()),
+        Ok(true) => {
+            wait_readable(admin, topic);
+            Ok(())
+        }
+        Ok(false) => Ok(()),
         Err(e) => compat::state_topic_without_compaction(admin, topic, rf, &e)
             .map_err(Error::on_state_topic),
+    }
+}
+
+/// Waits (bounded) until a topic just created has a leader for its
+/// partition: the flow reads it next, and a read that comes before the
+/// cluster knows the partition fails and restarts the flow half a second
+/// later.
+fn wait_readable(admin: &Admin, topic: &str) {
+    let deadline = std::time::Instant::now() + super::runner::TIMEOUT;
+    while !admin.has_leaders(topic) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -33,7 +33,7 @@
 //! neither lost nor copied twice.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Side};
@@ -77,6 +77,9 @@ pub struct FlowClusters {
 /// A flow whose clusters answered.
 pub(super) struct FlowSetup {
     pub(super) state: Arc<FlowState>,
+    /// The source's and the target's admin clients, until the runner
+    /// takes them.
+    pub(super) admins: Mutex<Option<(Admin, Admin)>>,
     pub(super) clusters: FlowClusters,
     pub(super) state_topic: String,
     pub(super) stop: Arc<AtomicBool>,
@@ -104,23 +107,36 @@ impl FlowSetup {
     }
 }
 
-/// Asks both clusters for their ids and publishes the flow's state.
+/// Asks both clusters for their ids (at once: each is a new client's
+/// first round trips) and publishes the flow's state. The admin clients
+/// made for it serve the flow's run.
 fn resolve(start: &FlowStart) -> Result<FlowSetup, Error> {
-    let id = |cluster: &ClusterConfig, name: &str, side: Side| -> Result<String, Error> {
+    let id = |cluster: &ClusterConfig, name: &str, side: Side| -> Result<(Admin, String), Error> {
         let admin = Admin::new(name, side, cluster, start.rt.clone())?;
         admin.brokers()?;
-        Ok(admin.cluster_id().unwrap_or_else(|| name.to_string()))
+        let id = admin.cluster_id().unwrap_or_else(|| name.to_string());
+        Ok((admin, id))
     };
-    let source_id = id(
-        &start.clusters.source,
-        start.cfg.source.as_str(),
-        Side::Source,
-    )?;
-    let target_id = id(
-        &start.clusters.target,
-        start.cfg.target.as_str(),
-        Side::Target,
-    )?;
+    let (source, target) = std::thread::scope(|s| {
+        let source = s.spawn(|| {
+            id(
+                &start.clusters.source,
+                start.cfg.source.as_str(),
+                Side::Source,
+            )
+        });
+        let target = id(
+            &start.clusters.target,
+            start.cfg.target.as_str(),
+            Side::Target,
+        );
+        let source = source
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (source, target)
+    });
+    let (source_admin, source_id) = source?;
+    let (target_admin, target_id) = target?;
     let existing = start.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let state = match existing {
         Some(s) if s.source_id == source_id && s.target_id == target_id => s,
@@ -132,6 +148,7 @@ fn resolve(start: &FlowStart) -> Result<FlowSetup, Error> {
     };
     Ok(FlowSetup {
         state,
+        admins: Mutex::new(Some((source_admin, target_admin))),
         clusters: start.clusters.clone(),
         state_topic: start.state_topic.clone(),
         stop: start.stop.clone(),

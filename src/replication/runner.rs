@@ -52,39 +52,55 @@ impl<'a> Runner<'a> {
     pub(super) fn new(setup: &'a FlowSetup) -> Result<Runner<'a>, Error> {
         let st = &setup.state;
         let cfg = &st.cfg;
-        let source_admin = Admin::new(
-            st.cfg.source.as_str(),
-            Side::Source,
-            &setup.clusters.source,
-            setup.rt.clone(),
-        )?;
-        let target_admin = Admin::new(
-            st.cfg.target.as_str(),
-            Side::Target,
-            &setup.clusters.target,
-            setup.rt.clone(),
-        )?;
+        let t0 = Instant::now();
+        let taken = setup
+            .admins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let (source_admin, target_admin) = match taken {
+            Some(admins) => admins,
+            None => (
+                Admin::new(
+                    cfg.source.as_str(),
+                    Side::Source,
+                    &setup.clusters.source,
+                    setup.rt.clone(),
+                )?,
+                Admin::new(
+                    cfg.target.as_str(),
+                    Side::Target,
+                    &setup.clusters.target,
+                    setup.rt.clone(),
+                )?,
+            ),
+        };
         ensure_state_topic(&target_admin, &setup.state_topic)?;
         let source = Arc::new(clients::source_consumer(setup)?);
         let incarnation = cfg.shared.then(|| super::txn::incarnation(&cfg.id));
         let producer = Arc::new(clients::target_producer(setup, incarnation.as_deref())?);
+        // The writer's producer id, asked for while the checkpoints load.
+        let writer_id = incarnation
+            .is_none()
+            .then(|| Writer::request_id(&setup.clusters.target, &setup.rt));
         let saved = load_checkpoints(setup.target(), &setup.state_topic, &cfg.id)?;
         let shared = match incarnation {
             Some(id) => Some(Shared::start(setup, id, &source, &producer, saved.owners)?),
             None => None,
         };
         // Copies of a shared flow go through the transactional producer.
-        let writer = match &shared {
-            None => Some(Writer::start(
+        let writer = match writer_id {
+            Some(id) => Some(Writer::start(
                 st.clone(),
                 setup.clusters.target.clone(),
                 setup.rt.clone(),
+                id,
             )?),
-            Some(_) => None,
+            None => None,
         };
         let checkpoints = saved.maps;
         setup.orphans.resume(&cfg.id, saved.watches);
-        tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), shared = cfg.shared, "flow started");
+        tracing::info!(flow = %cfg.id, checkpoints = checkpoints.len(), shared = cfg.shared, setup_ms = t0.elapsed().as_millis() as u64, "flow started");
         Ok(Runner {
             setup,
             source,

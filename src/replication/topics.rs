@@ -114,6 +114,24 @@ impl Admin {
             .map_err(|e| self.err(format!("offsets of {topic}[{partition}]"), e))
     }
 
+    /// Whether every partition of `topic` has a leader, as one Metadata
+    /// request answers (false on any error).
+    pub fn has_leaders(&self, topic: &str) -> bool {
+        let Ok(md) = self
+            .client
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(1))
+        else {
+            return false;
+        };
+        md.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_none()
+                && !t.partitions().is_empty()
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+        })
+    }
+
     /// Number of brokers in the cluster.
     pub fn brokers(&self) -> Result<usize, Error> {
         let md = self

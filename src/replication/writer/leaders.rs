@@ -20,6 +20,9 @@ pub(super) async fn init_producer_id(
     target: &crate::config::ClusterConfig,
 ) -> Result<(i64, i16), ClientError> {
     let deadline = Instant::now() + TIMEOUT;
+    // A broker that just started answers "not available" until it has a
+    // block of producer ids: a few short waits, then longer ones.
+    let mut backoff = Duration::from_millis(10);
     loop {
         let mut conn = KafkaConn::connect_any(target, TIMEOUT).await?;
         let versions = conn.api_versions().await?;
@@ -35,7 +38,8 @@ pub(super) async fn init_producer_id(
         // COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
         // NOT_COORDINATOR: the broker is starting.
         if matches!(resp.error_code, 14..=16) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
             continue;
         }
         if resp.error_code != 0 {

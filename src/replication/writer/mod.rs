@@ -121,16 +121,33 @@ impl PartQueue {
 }
 
 impl Writer {
-    /// Starts a writer to the flow's target: asks the target for an
-    /// idempotent producer id.
+    /// Asks the target for the writer's idempotent producer id, in the
+    /// background while the flow reads its checkpoints.
+    pub(super) fn request_id(
+        target: &ClusterConfig,
+        rt: &tokio::runtime::Handle,
+    ) -> tokio::task::JoinHandle<Result<(i64, i16), crate::kafka::ClientError>> {
+        let target = target.clone();
+        rt.spawn(async move { leaders::init_producer_id(&target).await })
+    }
+
+    /// Starts a writer to the flow's target with the producer id that
+    /// `request_id` asked for.
     pub(super) fn start(
         state: Arc<FlowState>,
         target: ClusterConfig,
         rt: tokio::runtime::Handle,
+        id: tokio::task::JoinHandle<Result<(i64, i16), crate::kafka::ClientError>>,
     ) -> Result<Writer, Error> {
         let target_name = state.cfg.target.as_str().to_string();
         let (producer_id, epoch) = rt
-            .block_on(leaders::init_producer_id(&target))
+            .block_on(id)
+            .unwrap_or_else(|e| {
+                Err(crate::kafka::ClientError::Exchange {
+                    addr: target_name.clone(),
+                    message: format!("InitProducerId task: {e}"),
+                })
+            })
             .map_err(|e| Error::cluster(Side::Target, &target_name, "get a producer id", e))?;
         let inner = Arc::new(Inner {
             // At most 1 MiB: what every Kafka topic takes by default
