@@ -9,6 +9,7 @@
 //! - [`connect`]: a connection to the first address that answers, with
 //!   TLS when the cluster uses it ([`connect::connect`]);
 //! - [`stream`]: the one stream type for plain and TLS connections;
+//! - [`splice`]: moving bytes between two plain sockets in the kernel;
 //! - [`tls`]: rustls configurations built from PEM files, rebuilt when a
 //!   file changes;
 //! - [`rdkafka`]: the librdkafka client config for a cluster;
@@ -21,6 +22,7 @@
 pub mod connect;
 pub mod oauth;
 pub mod rdkafka;
+pub mod splice;
 pub mod stream;
 pub mod tls;
 

@@ -182,3 +182,12 @@ impl AsyncWrite for WriteHalf {
         }
     }
 }
+
+impl super::splice::SpliceTo for WriteHalf {
+    fn splice_sink(&self) -> Option<&TcpStream> {
+        match self {
+            WriteHalf::Plain(w) => Some(w.as_ref()),
+            WriteHalf::Tls(_) => None,
+        }
+    }
+}

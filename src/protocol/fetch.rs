@@ -22,7 +22,10 @@ use bytes::BufMut;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use std::pin::Pin;
+
 use super::rewrite::{NodeMap, RewriteError};
+use crate::cluster::splice::{Pipe, SpliceFrom, SpliceTo, SPLICE_MIN};
 use crate::codec::varint::{put_uvarint, Reader};
 
 /// Tag number of the padding field: above any tag Kafka defines.
@@ -45,9 +48,16 @@ struct Pump<'a, R, W> {
     /// Read but not yet written; patched in place before it is written.
     out: Vec<u8>,
     version: i16,
+    /// The pipe records are spliced through, made for the first large
+    /// records of the response (`Err`: none could be made; copy).
+    pipe: Option<std::io::Result<Pipe>>,
 }
 
-impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
+impl<R, W> Pump<'_, R, W>
+where
+    R: AsyncBufRead + SpliceFrom + Unpin,
+    W: AsyncWrite + SpliceTo + Unpin,
+{
     fn e(&self, m: &str) -> RewriteError {
         err(self.version, m.to_string())
     }
@@ -127,18 +137,55 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
             return Err(self.e(&format!("{what} runs past the end of the response")));
         }
         self.flush().await?;
+        let left = if n >= SPLICE_MIN {
+            self.splice(n, what).await?
+        } else {
+            n
+        };
         // copy_buf writes straight from the reader's buffer: no extra copy,
         // and chunks as large as that buffer.
-        let copied = tokio::io::copy_buf(&mut (&mut *self.up).take(n as u64), self.client)
+        let copied = tokio::io::copy_buf(&mut (&mut *self.up).take(left as u64), self.client)
             .await
             .map_err(|e| self.e(&format!("copying {what}: {e}")))?;
-        if copied != n as u64 {
+        if copied != left as u64 {
             return Err(self.e(&format!(
                 "{what}: the broker closed the connection mid-response"
             )));
         }
         self.remaining -= n;
         Ok(())
+    }
+
+    /// Moves `n` bytes between the sockets in the kernel when both are
+    /// plain TCP: first what the reader holds, then by splice. Returns how
+    /// many are left to copy (all `n` when splicing is not possible).
+    async fn splice(&mut self, n: usize, what: &str) -> Result<usize, RewriteError> {
+        if self.client.splice_sink().is_none() {
+            return Ok(n);
+        }
+        let Some((held, _)) = self.up.splice_source() else {
+            return Ok(n);
+        };
+        let pipe = match self.pipe.get_or_insert_with(Pipe::new) {
+            Ok(p) => p,
+            Err(_) => return Ok(n),
+        };
+        let first = held.len().min(n);
+        self.client
+            .write_all(&held[..first])
+            .await
+            .map_err(|e| err(self.version, format!("client write failed: {e}")))?;
+        Pin::new(&mut *self.up).consume(first);
+        let rest = n - first;
+        match (self.up.splice_source(), self.client.splice_sink()) {
+            (Some((_, from)), Some(to)) => {
+                pipe.splice(from, to, rest)
+                    .await
+                    .map_err(|e| err(self.version, format!("moving {what}: {e}")))?;
+                Ok(0)
+            }
+            _ => Ok(rest),
+        }
     }
 
     /// Reads a tagged-field section; calls `f(tag, offset, size)` for each.
@@ -170,8 +217,8 @@ pub async fn stream_fetch<R, W>(
     map: &(dyn NodeMap + Sync),
 ) -> Result<(), RewriteError>
 where
-    R: AsyncBufRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncBufRead + SpliceFrom + Unpin,
+    W: AsyncWrite + SpliceTo + Unpin,
 {
     let flexible = version >= 12;
     let mut p = Pump {
@@ -180,6 +227,7 @@ where
         remaining: len,
         out: Vec::with_capacity(256),
         version,
+        pipe: None,
     };
     let (_, corr) = p.i32("correlation id").await?;
     if corr != correlation_id {
