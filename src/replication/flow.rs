@@ -97,6 +97,19 @@ impl FlowSetup {
         }
     }
 
+    /// The source's and the target's admin clients: those `resolve` made,
+    /// or new ones.
+    pub(super) fn take_admins(&self) -> Result<(Admin, Admin), Error> {
+        let taken = self.admins.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match taken {
+            Some(admins) => Ok(admins),
+            None => {
+                let admin = |p: Place<'_>| Admin::new(p.name, p.side, p.cluster, self.rt.clone());
+                Ok((admin(self.source())?, admin(self.target())?))
+            }
+        }
+    }
+
     /// The flow's target, for scans.
     pub(super) fn target(&self) -> Place<'_> {
         Place {

@@ -14,7 +14,7 @@ use rdkafka::Offset;
 use super::checkpoints::{ensure_state_topic, load_checkpoints};
 use super::clients;
 use super::deliver::{Deliver, SourceStats};
-use super::error::{Error, Side};
+use super::error::Error;
 use super::flow::FlowSetup;
 use super::handover::Shared;
 use super::scan::resume_point;
@@ -53,28 +53,7 @@ impl<'a> Runner<'a> {
         let st = &setup.state;
         let cfg = &st.cfg;
         let t0 = Instant::now();
-        let taken = setup
-            .admins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let (source_admin, target_admin) = match taken {
-            Some(admins) => admins,
-            None => (
-                Admin::new(
-                    cfg.source.as_str(),
-                    Side::Source,
-                    &setup.clusters.source,
-                    setup.rt.clone(),
-                )?,
-                Admin::new(
-                    cfg.target.as_str(),
-                    Side::Target,
-                    &setup.clusters.target,
-                    setup.rt.clone(),
-                )?,
-            ),
-        };
+        let (source_admin, target_admin) = setup.take_admins()?;
         ensure_state_topic(&target_admin, &setup.state_topic)?;
         let source = Arc::new(clients::source_consumer(setup)?);
         let incarnation = cfg.shared.then(|| super::txn::incarnation(&cfg.id));
