@@ -9,7 +9,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 use super::deliver::RESTORED;
-use super::provenance::{self, Decision};
+use super::provenance::{self, Decision, Verdict};
 use super::runner::Runner;
 use super::scan::scan;
 use super::state::{now_ms, FlowState, SourcePartition};
@@ -91,19 +91,17 @@ impl Runner<'_> {
         let (partition, offset) = (m.partition(), m.offset());
         let now = self.cache.now_ms();
         let ts = m.timestamp().to_millis().unwrap_or(now);
-        let decision = decide(st, m, &target_topic, now);
+        let verdict =
+            provenance::verdict(origin_header(m), partition, (&st.target_id, &target_topic));
         {
-            let key = SourcePartition {
-                topic: topic.to_string(),
-                partition,
-            };
+            let key = self.cache.key(topic, partition);
             // Before the state lock: the first check after a disaster reads
             // the source log end.
             let hold = self.setup.orphans.check(
                 &st.cfg.id,
                 &key,
                 (offset, ts),
-                decision != Decision::Skip,
+                verdict != Verdict::Skip,
                 st.cfg.copy_orphans,
                 || {
                     self.source_admin
@@ -113,14 +111,19 @@ impl Runner<'_> {
                 },
             );
             let mut parts = st.lock();
-            // A shared flow's partition that just left this instance.
-            if st.cfg.shared && !parts.contains_key(&key) {
-                return;
+            if !parts.contains_key(&*key) {
+                // A shared flow's partition that just left this instance.
+                if st.cfg.shared {
+                    return;
+                }
+                parts.insert(key.clone(), Default::default());
             }
-            let p = parts.entry(key).or_default();
+            let Some(p) = parts.get_mut(&*key) else {
+                return;
+            };
             p.read_next = offset + 1;
             p.last_read_ts = ts;
-            if decision == Decision::Skip || hold {
+            if verdict == Verdict::Skip || hold {
                 if p.in_flight == 0 {
                     p.map.advance_frontier(SourceOffset(offset + 1));
                     p.dirty = true;
@@ -138,10 +141,14 @@ impl Runner<'_> {
                 return;
             }
             let mut buf = self.cache.origin.borrow_mut();
-            let origin = match &decision {
-                Decision::CopyNew(o) => {
+            let origin = match verdict {
+                Verdict::New => {
                     buf.clear();
-                    o.encode_into(&mut buf);
+                    provenance::write_origin(
+                        &mut buf,
+                        (&st.source_id, topic, partition, offset),
+                        now,
+                    );
                     Some(buf.as_str())
                 }
                 _ => None,
@@ -168,6 +175,17 @@ impl Runner<'_> {
             });
             return;
         }
+        let decision = match verdict {
+            Verdict::New => Decision::CopyNew(provenance::Origin {
+                cluster: st.source_id.clone(),
+                topic: topic.to_string(),
+                partition,
+                offset,
+                first_copy_ms: now,
+            }),
+            Verdict::Keep => Decision::CopyKeep,
+            Verdict::Skip => Decision::Skip,
+        };
         let mut rec: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&target_topic, offset as usize)
                 .partition(partition)
@@ -219,15 +237,19 @@ impl Runner<'_> {
     }
 }
 
-/// The provenance decision for a record read from the source.
-fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str, now: i64) -> Decision {
-    let existing = m.headers().and_then(|h| {
+/// The value of a record's `kflip-origin` header, if it has one.
+fn origin_header<'m>(m: &'m BorrowedMessage<'_>) -> Option<&'m [u8]> {
+    m.headers().and_then(|h| {
         h.iter()
             .find(|h| h.key == provenance::HEADER)
             .and_then(|h| h.value)
-    });
+    })
+}
+
+/// The provenance decision for a record read from the source.
+fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str, now: i64) -> Decision {
     provenance::decide(
-        existing,
+        origin_header(m),
         (&st.source_id, m.topic(), m.partition(), m.offset()),
         (&st.target_id, target_topic),
         now,
@@ -241,6 +263,8 @@ fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str, now: i64)
 #[derive(Default)]
 pub(super) struct CopyCache {
     topic: std::cell::RefCell<(String, std::sync::Arc<str>)>,
+    /// The last record's source partition, the key of its state.
+    key: std::cell::RefCell<SourcePartition>,
     clock: std::cell::Cell<(u32, i64)>,
     origin: std::cell::RefCell<String>,
 }
@@ -252,6 +276,20 @@ impl CopyCache {
             *c = (topic.to_string(), cfg.target_topic(topic).into());
         }
         c.1.clone()
+    }
+
+    /// `topic[partition]` as a state key, made again only when the
+    /// partition changes.
+    fn key(&self, topic: &str, partition: i32) -> std::cell::Ref<'_, SourcePartition> {
+        {
+            let mut k = self.key.borrow_mut();
+            if k.partition != partition || k.topic != topic {
+                k.topic.clear();
+                k.topic.push_str(topic);
+                k.partition = partition;
+            }
+        }
+        self.key.borrow()
     }
 
     fn now_ms(&self) -> i64 {

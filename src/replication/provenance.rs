@@ -36,11 +36,10 @@ impl Origin {
 
     /// Appends the header value to `out`.
     pub fn encode_into(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = write!(
+        write_origin(
             out,
-            "{}/{}/{}/{}/{}",
-            self.cluster, self.topic, self.partition, self.offset, self.first_copy_ms
+            (&self.cluster, &self.topic, self.partition, self.offset),
+            self.first_copy_ms,
         );
     }
 
@@ -84,6 +83,71 @@ pub enum Decision {
     Skip,
 }
 
+/// Appends the header value of a record first written to `source`
+/// (cluster, topic, partition, offset) and first copied at
+/// `first_copy_ms`: what [`Origin::encode_into`] writes, without an
+/// `Origin` or the formatting machinery (the copy loop writes one per
+/// record).
+pub fn write_origin(out: &mut String, source: (&str, &str, i32, i64), first_copy_ms: i64) {
+    out.push_str(source.0);
+    out.push('/');
+    out.push_str(source.1);
+    for n in [i64::from(source.2), source.3, first_copy_ms] {
+        out.push('/');
+        push_int(out, n);
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_int(out: &mut String, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// What to do with one source record, before any header is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Copy it with a new origin header (see [`Decision::CopyNew`]).
+    New,
+    /// Copy it, keeping the header it has.
+    Keep,
+    /// Skip it: it came from the target cluster and topic.
+    Skip,
+}
+
+/// [`decide`] without building the new origin: for a record in
+/// `partition` of the source to be copied to `target` (cluster, topic).
+pub fn verdict(existing: Option<&[u8]>, partition: i32, target: (&str, &str)) -> Verdict {
+    // A copy always sits in its origin's partition. A header that names
+    // another one was not written by a flow: an application forwarded it
+    // with a record it derived (Kafka Streams forwards headers), or made it
+    // up. Trusted, it would skip a record that was never copied (a loss),
+    // or keep a record bouncing between clusters; the record is new.
+    match existing
+        .and_then(Origin::parse)
+        .filter(|o| o.partition == partition)
+    {
+        Some(o) if o.is_home(target.0, target.1) => Verdict::Skip,
+        Some(_) => Verdict::Keep,
+        None => Verdict::New,
+    }
+}
+
 /// Decides for a record read from `source_cluster`/`source_topic` at
 /// `partition`/`offset` that is to be copied to `target_cluster`/`target_topic`.
 /// `existing` is the value of its `kflip-origin` header, if any.
@@ -93,18 +157,10 @@ pub fn decide(
     target: (&str, &str),
     now_ms: i64,
 ) -> Decision {
-    // A copy always sits in its origin's partition. A header that names
-    // another one was not written by a flow: an application forwarded it
-    // with a record it derived (Kafka Streams forwards headers), or made it
-    // up. Trusted, it would skip a record that was never copied (a loss),
-    // or keep a record bouncing between clusters; the record is new.
-    match existing
-        .and_then(Origin::parse)
-        .filter(|o| o.partition == source.2)
-    {
-        Some(o) if o.is_home(target.0, target.1) => Decision::Skip,
-        Some(_) => Decision::CopyKeep,
-        None => Decision::CopyNew(Origin {
+    match verdict(existing, source.2, target) {
+        Verdict::Skip => Decision::Skip,
+        Verdict::Keep => Decision::CopyKeep,
+        Verdict::New => Decision::CopyNew(Origin {
             cluster: source.0.to_string(),
             topic: source.1.to_string(),
             partition: source.2,
@@ -137,6 +193,20 @@ mod tests {
             b"\xff/t/1/2/3",
         ] {
             assert_eq!(Origin::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_fast_writer_writes_what_the_formatter_would() {
+        for (p, o, t) in [
+            (0, 0, 0),
+            (7, 1_234_567, 1_700_000_000_000),
+            (i32::MAX, i64::MAX, i64::MIN),
+            (-1, -10, 9),
+        ] {
+            let mut out = String::from("x");
+            write_origin(&mut out, ("c/id", "orders", p, o), t);
+            assert_eq!(out, format!("xc/id/orders/{p}/{o}/{t}"));
         }
     }
 

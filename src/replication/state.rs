@@ -18,7 +18,7 @@ use crate::config::FlowConfig;
 use crate::offsets::{OffsetMap, SourceOffset};
 
 /// A partition of a source topic.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourcePartition {
     /// Source topic.
     pub topic: String,
