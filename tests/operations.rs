@@ -166,6 +166,16 @@ fn status_metrics_and_every_runbook_command_against_real_traffic() {
         .unwrap_or(0.0)
             >= 200.0
     );
+    // The batch writer's requests carried those records: at least one
+    // batch per request, and a batch is larger than its records' values.
+    let writer = |m: &str| metric(&admin, &format!(r#"{m}{{flow="dc1->dc2"}}"#)).unwrap_or(0.0);
+    let requests = writer("kflip_replication_produce_requests_total");
+    let batches = writer("kflip_replication_produce_batches_total");
+    assert!(
+        requests >= 1.0 && batches >= requests,
+        "{requests} requests, {batches} batches"
+    );
+    assert!(writer("kflip_replication_produce_bytes_total") > 200.0 * 2.0);
     assert_eq!(
         metric(&admin, r#"kflip_active_cluster{cluster="dc1"}"#),
         Some(1.0)

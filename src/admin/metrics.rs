@@ -525,6 +525,24 @@ fn engine_metrics(
             &|l| l.bytes as f64,
         ),
         per_flow(
+            "kflip_replication_produce_requests",
+            "Produce requests the flow's batch writer sent to the target (resends included).",
+            Counter,
+            &|l| l.produced[0] as f64,
+        ),
+        per_flow(
+            "kflip_replication_produce_batches",
+            "Record batches in those requests.",
+            Counter,
+            &|l| l.produced[1] as f64,
+        ),
+        per_flow(
+            "kflip_replication_produce_bytes",
+            "Bytes of those requests; divided by the batches, the average batch size.",
+            Counter,
+            &|l| l.produced[2] as f64,
+        ),
+        per_flow(
             "kflip_replication_flow_error",
             "1 while the flow reports an error (see /status).",
             Gauge,

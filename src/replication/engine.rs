@@ -52,6 +52,8 @@ pub struct FlowLag {
     pub records: u64,
     /// Their key and value bytes.
     pub bytes: u64,
+    /// Produce requests, batches and request bytes the batch writer sent.
+    pub produced: [u64; 3],
     /// The ACL and user sync, if the flow has one.
     pub acls: Option<acls::AclReport>,
 }
@@ -217,6 +219,11 @@ impl Engine {
                     }),
                     bytes: st.as_ref().map_or(0, |s| {
                         s.copied_bytes.load(std::sync::atomic::Ordering::Relaxed)
+                    }),
+                    produced: st.as_ref().map_or([0; 3], |s| {
+                        s.produce_sent
+                            .each_ref()
+                            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
                     }),
                     acls: r
                         .acls

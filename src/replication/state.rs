@@ -109,6 +109,8 @@ pub struct FlowState {
     pub copied_records: std::sync::atomic::AtomicU64,
     /// Their key and value bytes.
     pub copied_bytes: std::sync::atomic::AtomicU64,
+    /// Produce requests, batches and request bytes the batch writer sent.
+    pub produce_sent: [std::sync::atomic::AtomicU64; 3],
     /// An operator asked for the held orphans to be copied now (`kflip
     /// orphans restore`); the flow's thread does it and clears this.
     pub restore_requested: std::sync::atomic::AtomicBool,
@@ -146,6 +148,7 @@ impl FlowState {
             restore_failed: Default::default(),
             copied_records: Default::default(),
             copied_bytes: Default::default(),
+            produce_sent: Default::default(),
             restore_requested: Default::default(),
             failures: Default::default(),
             checkpoint_acks: Default::default(),

@@ -66,8 +66,6 @@ struct Inner {
     stopped: std::sync::atomic::AtomicBool,
     /// Wakes the dispatcher: a partition's leader must be looked up.
     lookup: Notify,
-    /// Produce requests, batches and batch bytes sent (resends included).
-    sent: [AtomicU64; 3],
     rt: tokio::runtime::Handle,
 }
 
@@ -167,7 +165,6 @@ impl Writer {
             fatal: Mutex::new(None),
             stopped: std::sync::atomic::AtomicBool::new(false),
             lookup: Notify::new(),
-            sent: Default::default(),
             rt: rt.clone(),
         });
         let dispatcher = rt.spawn(leaders::dispatch(inner.clone()));
@@ -277,20 +274,6 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        let [requests, batches, bytes] = self
-            .inner
-            .sent
-            .each_ref()
-            .map(|c| c.load(Ordering::Relaxed));
-        tracing::debug!(
-            flow = %self.inner.state.cfg.id,
-            requests,
-            batches,
-            bytes,
-            batches_per_request = batches as f64 / requests.max(1) as f64,
-            bytes_per_batch = bytes / batches.max(1),
-            "writer stopped"
-        );
         self.dispatcher.abort();
         leaders::abort_all(&self.inner);
     }

@@ -279,7 +279,12 @@ fn next_request(
     }
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    for (counter, n) in inner.sent.iter().zip([1, parts.len(), buf.len()]) {
+    for (counter, n) in inner
+        .state
+        .produce_sent
+        .iter()
+        .zip([1, parts.len(), buf.len()])
+    {
         counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Some((parts, buf)))
