@@ -19,6 +19,7 @@
 //! - [`answers`]: responses kflip answers with instead of forwarding.
 
 pub mod answers;
+pub mod batches;
 pub mod clients;
 pub mod consumer_group;
 pub mod epochs;

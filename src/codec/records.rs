@@ -90,7 +90,7 @@ const XERIAL: &[u8] = b"\x82SNAPPY\x00";
 /// Snappy in either form Kafka clients write: the Java client's framed
 /// blocks (a 16-byte header, then length-prefixed raw blocks) or one raw
 /// block (librdkafka). Each block's size is checked before it is inflated.
-fn snappy(data: &[u8], limit: u64) -> Result<Vec<u8>, RecordsError> {
+pub(crate) fn snappy(data: &[u8], limit: u64) -> Result<Vec<u8>, RecordsError> {
     let mut out = Vec::new();
     let inflate = |block: &[u8], out: &mut Vec<u8>| -> Result<(), RecordsError> {
         let n = snap::raw::decompress_len(block)

@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod acls;
 pub mod groups;
+pub mod leaders;
 pub mod sasl;
 
 use std::time::Duration;
@@ -331,5 +332,13 @@ pub fn api_name(key: i16) -> String {
     match ApiKey::try_from(key) {
         Ok(k) => format!("{k:?}"),
         Err(()) => format!("unknown({key})"),
+    }
+}
+
+/// An error code with its name, for log messages.
+pub fn code_name(code: i16) -> String {
+    match kafka_protocol::ResponseError::try_from_code(code) {
+        Some(e) => format!("{e:?} ({code})"),
+        None => format!("error code {code}"),
     }
 }

@@ -3,9 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::error::{Error, Side};
 use super::runner::Runner;
@@ -21,7 +19,7 @@ impl Runner<'_> {
         let cfg = &st.cfg;
         let topics = self.source_admin.topics()?;
         let mut target: Option<HashMap<String, TopicInfo>> = None;
-        let mut tpl = TopicPartitionList::new();
+        let mut assign = Vec::new();
         let mut ids = None;
         let wanted: Vec<&TopicInfo> = topics
             .iter()
@@ -199,10 +197,7 @@ impl Runner<'_> {
                 if let Some(state) = st.lock().get_mut(&sp) {
                     state.read_next = at;
                 }
-                tpl.add_partition_offset(&t.name, p, Offset::Offset(at))
-                    .map_err(|e| {
-                        Error::Internal(format!("cannot assign {}[{p}] at {at}: {e}", t.name))
-                    })?;
+                assign.push((sp.clone(), at));
                 done = p + 1;
             }
             if self.shared.is_some() {
@@ -219,8 +214,8 @@ impl Runner<'_> {
                 self.assigned.insert(t.name.clone(), done);
             }
         }
-        if tpl.count() > 0 {
-            self.source.incremental_assign(&tpl).map_err(|e| {
+        if !assign.is_empty() {
+            self.source.assign(assign).map_err(|e| {
                 Error::cluster(Side::Source, cfg.source.as_str(), "assign partitions", e)
             })?;
         }

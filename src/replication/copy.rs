@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
+use super::chunk::SourceRecord;
 use super::deliver::RESTORED;
 use super::provenance::{self, Decision, Verdict};
 use super::runner::Runner;
@@ -84,13 +85,13 @@ impl Runner<'_> {
     }
 
     /// Copies one source record, or skips it if it would loop.
-    pub(super) fn copy(&self, m: &BorrowedMessage<'_>) {
+    pub(super) fn copy(&self, m: &impl SourceRecord) {
         let st = &self.setup.state;
-        let topic = m.topic();
+        let topic = m.source_topic();
         let target_topic = self.cache.target(&st.cfg, topic);
-        let (partition, offset) = (m.partition(), m.offset());
+        let (partition, offset) = (m.source_partition(), m.source_offset());
         let now = self.cache.now_ms();
-        let ts = m.timestamp().to_millis().unwrap_or(now);
+        let ts = m.millis().unwrap_or(now);
         let verdict =
             provenance::verdict(origin_header(m), partition, (&st.target_id, &target_topic));
         {
@@ -154,24 +155,21 @@ impl Runner<'_> {
                 _ => None,
             };
             let replacing = origin.is_some();
-            let headers = m.headers();
-            let n = headers.map_or(0, |h| h.count());
-            let own = (0..n)
-                .filter_map(move |i| headers.map(|h| h.get(i)))
-                .filter(move |h| !(replacing && h.key == provenance::HEADER))
-                .map(|h| (h.key.as_bytes(), h.value));
+            let own = m
+                .header_refs()
+                .filter(move |h| !(replacing && h.0 == provenance::HEADER.as_bytes()));
             let origin = origin.map(|o| (provenance::HEADER.as_bytes(), Some(o.as_bytes())));
             // The record's size in the batch, within a few bytes of varints.
             let size = 32
-                + m.key().map_or(0, <[u8]>::len)
-                + m.payload().map_or(0, <[u8]>::len)
+                + m.key_bytes().map_or(0, <[u8]>::len)
+                + m.value_bytes().map_or(0, <[u8]>::len)
                 + own
                     .clone()
                     .map(|(k, v)| 10 + k.len() + v.map_or(0, <[u8]>::len))
                     .sum::<usize>()
                 + origin.map_or(0, |(k, v)| 10 + k.len() + v.map_or(0, <[u8]>::len));
             w.append(&target_topic, partition, size, |b| {
-                b.push(offset, ts, m.key(), m.payload(), own, origin)
+                b.push(offset, ts, m.key_bytes(), m.value_bytes(), own, origin)
             });
             return;
         }
@@ -191,10 +189,10 @@ impl Runner<'_> {
                 .partition(partition)
                 .timestamp(ts)
                 .headers(copy_headers(m, &decision));
-        if let Some(k) = m.key() {
+        if let Some(k) = m.key_bytes() {
             rec = rec.key(k);
         }
-        if let Some(v) = m.payload() {
+        if let Some(v) = m.value_bytes() {
             rec = rec.payload(v);
         }
         loop {
@@ -238,19 +236,22 @@ impl Runner<'_> {
 }
 
 /// The value of a record's `kflip-origin` header, if it has one.
-fn origin_header<'m>(m: &'m BorrowedMessage<'_>) -> Option<&'m [u8]> {
-    m.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == provenance::HEADER)
-            .and_then(|h| h.value)
-    })
+fn origin_header(m: &impl SourceRecord) -> Option<&[u8]> {
+    m.header_refs()
+        .find(|h| h.0 == provenance::HEADER.as_bytes())
+        .and_then(|h| h.1)
 }
 
 /// The provenance decision for a record read from the source.
-fn decide(st: &FlowState, m: &BorrowedMessage<'_>, target_topic: &str, now: i64) -> Decision {
+fn decide(st: &FlowState, m: &impl SourceRecord, target_topic: &str, now: i64) -> Decision {
     provenance::decide(
         origin_header(m),
-        (&st.source_id, m.topic(), m.partition(), m.offset()),
+        (
+            &st.source_id,
+            m.source_topic(),
+            m.source_partition(),
+            m.source_offset(),
+        ),
         (&st.target_id, target_topic),
         now,
     )
@@ -267,6 +268,8 @@ pub(super) struct CopyCache {
     key: std::cell::RefCell<SourcePartition>,
     clock: std::cell::Cell<(u32, i64)>,
     origin: std::cell::RefCell<String>,
+    /// Where a compressed source batch is decompressed.
+    pub(super) scratch: std::cell::RefCell<Vec<u8>>,
 }
 
 impl CopyCache {
@@ -302,24 +305,20 @@ impl CopyCache {
 
 /// A copy's headers: the record's own, plus the provenance header when the
 /// record had none.
-fn copy_headers(m: &BorrowedMessage<'_>, decision: &Decision) -> OwnedHeaders {
-    let headers = m.headers();
-    let n = headers.map(|h| h.count()).unwrap_or(0);
-    let mut out = OwnedHeaders::new_with_capacity(n + 1);
+fn copy_headers(m: &impl SourceRecord, decision: &Decision) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new_with_capacity(m.header_refs().count() + 1);
     // A new origin replaces whatever `kflip-origin` the record carried (an
     // unparsable or forwarded one): a copy carries exactly one, or the
     // flow back would read the stale one first and copy it again.
     let replacing = matches!(decision, Decision::CopyNew(_));
-    if let Some(h) = headers {
-        for hdr in h.iter() {
-            if replacing && hdr.key == provenance::HEADER {
-                continue;
-            }
-            out = out.insert(Header {
-                key: hdr.key,
-                value: hdr.value,
-            });
+    for (key, value) in m.header_refs() {
+        if replacing && key == provenance::HEADER.as_bytes() {
+            continue;
         }
+        out = out.insert(Header {
+            key: &String::from_utf8_lossy(key),
+            value,
+        });
     }
     if let Decision::CopyNew(o) = decision {
         let v = o.encode();

@@ -6,18 +6,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, ThreadedProducer};
-use rdkafka::Offset;
 
 use super::checkpoints::{ensure_state_topic, load_checkpoints};
 use super::clients;
-use super::deliver::{Deliver, SourceStats};
+use super::deliver::Deliver;
 use super::error::Error;
+use super::fetcher::{Event, Fetcher};
 use super::flow::FlowSetup;
 use super::handover::Shared;
 use super::scan::resume_point;
+use super::source::{Source, POLL};
 use super::state::SourcePartition;
 use super::topics::Admin;
 use super::writer::Writer;
@@ -29,7 +29,7 @@ pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 /// A started flow: its clients and what it has assigned.
 pub(super) struct Runner<'a> {
     pub(super) setup: &'a FlowSetup,
-    pub(super) source: Arc<BaseConsumer<SourceStats>>,
+    pub(super) source: Source,
     /// Writes the copies (transactional in a shared flow).
     pub(super) producer: Arc<ThreadedProducer<Deliver>>,
     pub(super) source_admin: Admin,
@@ -55,8 +55,21 @@ impl<'a> Runner<'a> {
         let t0 = Instant::now();
         let (source_admin, target_admin) = setup.take_admins()?;
         ensure_state_topic(&target_admin, &setup.state_topic)?;
-        let source = Arc::new(clients::source_consumer(setup)?);
         let incarnation = cfg.shared.then(|| super::txn::incarnation(&cfg.id));
+        // A shared flow's partitions follow its group, through librdkafka's
+        // consumer; `KFLIP_ENGINE_SOURCE=librdkafka` reads an unshared
+        // flow's source with it too (the fetcher's fallback).
+        let source = if incarnation.is_some()
+            || std::env::var("KFLIP_ENGINE_SOURCE").is_ok_and(|v| v == "librdkafka")
+        {
+            Source::Consumer(Arc::new(clients::source_consumer(setup)?))
+        } else {
+            Source::Fetcher(Fetcher::start(
+                st.clone(),
+                setup.clusters.source.clone(),
+                setup.rt.clone(),
+            ))
+        };
         let producer = Arc::new(clients::target_producer(setup, incarnation.as_deref())?);
         // The writer's producer id, asked for while the checkpoints load.
         let writer_id = incarnation
@@ -64,7 +77,12 @@ impl<'a> Runner<'a> {
             .then(|| Writer::request_id(&setup.clusters.target, &setup.rt));
         let saved = load_checkpoints(setup.target(), &setup.state_topic, &cfg.id)?;
         let shared = match incarnation {
-            Some(id) => Some(Shared::start(setup, id, &source, &producer, saved.owners)?),
+            Some(id) => {
+                let consumer = source
+                    .consumer()
+                    .ok_or_else(|| Error::Internal("a shared flow reads with a consumer".into()))?;
+                Some(Shared::start(setup, id, consumer, &producer, saved.owners)?)
+            }
             None => None,
         };
         // Copies of a shared flow go through the transactional producer.
@@ -152,10 +170,23 @@ impl<'a> Runner<'a> {
             {
                 self.copy_held_orphans();
             }
-            match self.source.poll(Duration::from_millis(50)) {
-                None => self.skip_markers(),
-                Some(Ok(m)) => self.copy(&m),
-                Some(Err(e)) => self.source_error(e),
+            match &self.source {
+                Source::Consumer(c) => match c.poll(POLL) {
+                    None => self.skip_markers(),
+                    Some(Ok(m)) => self.copy(&m),
+                    Some(Err(e)) => self.source_error(e),
+                },
+                Source::Fetcher(f) => match f.poll(POLL) {
+                    None => self.skip_markers(),
+                    Some(Event::Records(c)) => self.copy_chunk(f, c),
+                    Some(Event::OutOfRange(sp, _)) => {
+                        self.recheck("a source offset is out of range", false, Some(sp))
+                    }
+                    Some(Event::Diverged(sp, _, end)) => {
+                        tracing::warn!(flow = %cfg.id, topic = %sp.topic, partition = sp.partition, log_end = end, "the source log diverged from what was read (KIP-320)");
+                        self.diverged(&sp, end)
+                    }
+                },
             }
         }
         // Hands every partition over, committed and checkpointed.
@@ -173,19 +204,10 @@ impl<'a> Runner<'a> {
     /// a marker would otherwise look one record behind for good, and a
     /// planned switch would wait out `proxy.switch_lag_timeout` for it.
     pub(super) fn skip_markers(&self) {
-        let Ok(positions) = self.source.position() else {
-            return;
-        };
+        let positions = self.source.positions();
         let st = &self.setup.state;
         let mut parts = st.lock();
-        for e in positions.elements() {
-            let Offset::Offset(at) = e.offset() else {
-                continue;
-            };
-            let key = SourcePartition {
-                topic: e.topic().to_string(),
-                partition: e.partition(),
-            };
+        for (key, at) in positions {
             if let Some(p) = parts.get_mut(&key) {
                 if at > p.read_next && p.in_flight == 0 && !p.failed {
                     p.read_next = at;
@@ -246,14 +268,7 @@ impl<'a> Runner<'a> {
         }
         for (k, at) in ready {
             tracing::warn!(flow = %self.setup.state.cfg.id, topic = %k.topic, partition = k.partition, offset = at, "rewinding partition");
-            if let Err(e) = self
-                .source
-                .seek(&k.topic, k.partition, Offset::Offset(at), TIMEOUT)
-            {
-                self.setup
-                    .state
-                    .error(format!("cannot rewind {}[{}]: {e}", k.topic, k.partition));
-            }
+            self.seek(&k, at);
         }
     }
 
@@ -275,11 +290,18 @@ impl<'a> Runner<'a> {
         };
         // The error does not name its partition: check each one.
         tracing::warn!(flow = %self.setup.state.cfg.id, "{what}; checking each partition");
+        self.recheck(what, truncation, None);
+    }
+
+    /// Checks where partition `only` (or each partition) is read against
+    /// its source log, and reads it from where the check says.
+    fn recheck(&self, what: &str, truncation: bool, only: Option<SourcePartition>) {
         let parts: Vec<(SourcePartition, i64)> = self
             .setup
             .state
             .lock()
             .iter()
+            .filter(|(k, _)| only.as_ref().is_none_or(|o| o == *k))
             .map(|(k, p)| (k.clone(), p.read_next))
             .collect();
         let ids = self.source_topic_ids();

@@ -26,8 +26,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
 use super::error::{Error, Side};
@@ -270,28 +268,31 @@ impl Runner<'_> {
         }
     }
 
-    /// Moves the source consumer's position of `sp` to `to`. A partition
-    /// librdkafka stopped after an error (with `auto.offset.reset=error`,
-    /// an out-of-range offset or a truncation stops it) refuses a seek, and
-    /// is assigned again at `to` instead.
-    pub(super) fn seek(&self, sp: &SourcePartition, to: i64) {
-        let Err(e) = self
-            .source
-            .seek(&sp.topic, sp.partition, Offset::Offset(to), TIMEOUT)
-        else {
+    /// The fetch of `sp` found that its source log holds the epoch of the
+    /// last batch read only up to `end` (KIP-320): after an unclean leader
+    /// election. If the log has not also shrunk below what was read (which
+    /// `check_range` handles), it has grown back past it: the records from
+    /// `end` on that were copied are gone from the source, and other ones
+    /// sit at their offsets.
+    pub(super) fn diverged(&self, sp: &SourcePartition, end: i64) {
+        let Some(at) = self.setup.state.lock().get(sp).map(|p| p.read_next) else {
             return;
         };
-        tracing::debug!(flow = %self.setup.state.cfg.id, topic = %sp.topic, partition = sp.partition, error = %e, "seek refused; assigning the partition again");
-        let reassign = || -> Result<(), rdkafka::error::KafkaError> {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&sp.topic, sp.partition);
-            self.source.incremental_unassign(&tpl)?;
-            tpl.set_all_offsets(Offset::Offset(to))?;
-            self.source.incremental_assign(&tpl)
-        };
-        if let Err(e) = reassign() {
+        let ids = self.source_topic_ids();
+        let mut to = self.check_range(sp, at, &ids);
+        if to == at && (0..at).contains(&end) {
+            let known = self.setup.state.lock().get(sp).and_then(|p| p.topic_id);
+            self.truncated(sp, at, end, judge(known, ids.get(&sp.topic)), &ids);
+            to = end;
+        }
+        self.seek(sp, to);
+    }
+
+    /// Reads `sp` from `to` on.
+    pub(super) fn seek(&self, sp: &SourcePartition, to: i64) {
+        if let Err(e) = self.source.seek(sp, to) {
             self.setup.state.error(format!(
-                "cannot move the source consumer of {}[{}] to {to}: {e}",
+                "cannot move the source reader of {}[{}] to {to}: {e}",
                 sp.topic, sp.partition
             ));
         }

@@ -5,10 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, MetadataRequest, ProducerId, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProducerId};
 use tokio::time::Instant;
 
 use super::send::{broker, code_name, TIMEOUT};
@@ -119,45 +116,18 @@ pub(super) fn abort_all(inner: &Inner) {
     }
 }
 
-type Leaders = HashMap<(Arc<str>, i32), i32>;
+type Found = HashMap<(Arc<str>, i32), i32>;
 
 /// The leader of each partition of `topics`, and each leader's address.
 async fn leaders(
     inner: &Inner,
     topics: &BTreeSet<Arc<str>>,
-) -> Result<(Leaders, HashMap<i32, String>), ClientError> {
-    let mut conn = KafkaConn::connect_any(&inner.target, TIMEOUT).await?;
-    let versions = conn.api_versions().await?;
-    let v = versions
-        .get(&(ApiKey::Metadata as i16))
-        .map_or(1, |r| r.max.clamp(1, 12));
-    let req = MetadataRequest::default()
-        .with_topics(Some(
-            topics
-                .iter()
-                .map(|t| {
-                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(t.to_string()))))
-                })
-                .collect(),
-        ))
-        .with_allow_auto_topic_creation(false);
-    let resp = conn.send(&req, v).await?;
-    let brokers = resp
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+) -> Result<(Found, HashMap<i32, String>), ClientError> {
+    let l = crate::kafka::leaders::leaders(&inner.target, topics, TIMEOUT).await?;
+    let found = l
+        .partitions
+        .into_iter()
+        .map(|(k, (id, _))| (k, id))
         .collect();
-    let mut found = HashMap::new();
-    for t in &resp.topics {
-        let Some(name) = t.name.as_ref().and_then(|n| topics.get(n.0.as_str())) else {
-            continue;
-        };
-        for p in &t.partitions {
-            if p.error_code == 0 && p.leader_id.0 >= 0 {
-                found.insert((name.clone(), p.partition_index), p.leader_id.0);
-            }
-        }
-    }
-    Ok((found, brokers))
+    Ok((found, l.brokers))
 }

@@ -56,12 +56,7 @@ fn retriable(code: i16) -> bool {
     matches!(code, 3 | 5 | 6 | 7 | 13 | 19 | 20 | 45 | 56 | 74 | 76 | 89)
 }
 
-pub(super) fn code_name(code: i16) -> String {
-    match kafka_protocol::ResponseError::try_from_code(code) {
-        Some(e) => format!("{e:?} ({code})"),
-        None => format!("error code {code}"),
-    }
-}
+pub(super) use crate::kafka::code_name;
 
 /// One leader's task: sends until its connection fails, then hands its
 /// partitions' unanswered batches back for the next leader lookup.
