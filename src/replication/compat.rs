@@ -18,6 +18,14 @@ use super::topics::Admin;
 /// scans are rare and short.
 pub(super) const SCAN_FETCH_PARTITION_BYTES: usize = 262_144;
 
+/// The Fetch version the engine's fetcher falls back to after a response
+/// it cannot decode. tansu 0.6 puts tag 0 at the top of its Fetch v12
+/// responses (node endpoints, a field of v16 on), which a decoder of v12
+/// refuses. v11 has no tagged fields; it also has no log-divergence check,
+/// so there a truncated source log shows as an offset out of range (or at
+/// the next config sync), as it did with librdkafka's consumer.
+pub(super) const FETCH_UNTAGGED: i16 = 11;
+
 /// Creates the state topic with no topic config, after the broker refused
 /// it with `cleanup.policy=compact` (`refused`). tansu 0.6 takes no topic
 /// configs (nor DescribeConfigs or AlterConfigs). A plain topic works the

@@ -20,12 +20,12 @@
 
 mod task;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::state::{FlowState, SourcePartition};
 use crate::config::ClusterConfig;
@@ -37,7 +37,6 @@ pub(super) const AHEAD: usize = 64 << 20;
 /// A flow's reader of its source cluster.
 pub(super) struct Fetcher {
     inner: Arc<Inner>,
-    rx: Mutex<mpsc::Receiver<Event>>,
     dispatcher: tokio::task::JoinHandle<()>,
 }
 
@@ -48,9 +47,14 @@ struct Inner {
     parts: Mutex<Parts>,
     /// Wakes the dispatcher: a partition's leader must be looked up.
     lookup: Notify,
-    tx: mpsc::Sender<Event>,
+    /// What the tasks fetched, in order, for the copy thread.
+    queue: Mutex<VecDeque<Event>>,
+    ready: Condvar,
     /// [`AHEAD`] bytes of permits; each chunk holds its size.
     room: Arc<Semaphore>,
+    /// The highest Fetch version used: lowered once for a broker whose
+    /// responses cannot be decoded (see `compat::FETCH_UNTAGGED`).
+    version_cap: std::sync::atomic::AtomicI16,
     rt: tokio::runtime::Handle,
 }
 
@@ -122,24 +126,19 @@ impl Fetcher {
         source: ClusterConfig,
         rt: tokio::runtime::Handle,
     ) -> Fetcher {
-        // Chunks are few (one per partition per response); the bytes are
-        // bounded by `room`.
-        let (tx, rx) = mpsc::channel(4096);
         let inner = Arc::new(Inner {
             state,
             source,
             parts: Mutex::new(Parts::default()),
             lookup: Notify::new(),
-            tx,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
             room: Arc::new(Semaphore::new(AHEAD)),
+            version_cap: std::sync::atomic::AtomicI16::new(task::FETCH_MAX),
             rt: rt.clone(),
         });
         let dispatcher = rt.spawn(task::dispatch(inner.clone()));
-        Fetcher {
-            inner,
-            rx: Mutex::new(rx),
-            dispatcher,
-        }
+        Fetcher { inner, dispatcher }
     }
 
     /// Starts reading `parts` at the offsets given.
@@ -183,15 +182,18 @@ impl Fetcher {
     /// The next event of a partition still read from where it was fetched,
     /// waiting up to `timeout`.
     pub(super) fn poll(&self, timeout: Duration) -> Option<Event> {
-        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + timeout;
+        let mut queue = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let ev = match rx.try_recv() {
-                Ok(ev) => ev,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    let wait = async { tokio::time::timeout(timeout, rx.recv()).await };
-                    self.inner.rt.block_on(wait).ok().flatten()?
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            let Some(ev) = queue.pop_front() else {
+                let left = deadline.checked_duration_since(Instant::now())?;
+                queue = self
+                    .inner
+                    .ready
+                    .wait_timeout(queue, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
             };
             let (sp, generation) = ev.key();
             let current = self
@@ -238,5 +240,14 @@ impl Drop for Fetcher {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Parts> {
         self.parts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands `ev` to the copy thread.
+    fn push(&self, ev: Event) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(ev);
+        self.ready.notify_one();
     }
 }

@@ -14,10 +14,13 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use std::sync::atomic::Ordering;
+
 use super::{Chunk, Event, Inner, Leader, AHEAD};
 use crate::codec::batches::batches;
 use crate::codec::frame::read_frame;
 use crate::kafka::KafkaConn;
+use crate::replication::compat::FETCH_UNTAGGED;
 use crate::replication::state::SourcePartition;
 
 /// Bound of connecting, logging in and each request (beyond its wait).
@@ -28,7 +31,7 @@ const MAX_BYTES: i32 = 32 << 20;
 const MAX_RESPONSE: usize = 128 << 20;
 /// Fetch v12 is the last that names topics (v13 uses topic ids), and the
 /// first with the log-divergence check.
-const FETCH_MAX: i16 = 12;
+pub(super) const FETCH_MAX: i16 = 12;
 
 /// Whenever partitions without a known leader are assigned, asks the
 /// source for their leaders and starts the leaders' tasks.
@@ -88,7 +91,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>) {
 /// partitions back for the next leader lookup.
 async fn broker(inner: Arc<Inner>, id: i32, addr: String, wake: Arc<Notify>) {
     let why = fetch_from(&inner, id, &addr, &wake).await;
-    tracing::debug!(flow = %inner.state.cfg.id, broker = id, %addr, error = %why, "source connection ended; looking its partitions' leaders up again");
+    tracing::warn!(flow = %inner.state.cfg.id, broker = id, %addr, error = %why, "source connection ended; looking its partitions' leaders up again");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut q = inner.lock();
     for p in q.map.values_mut().filter(|p| p.leader == Some(id)) {
@@ -119,7 +122,7 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
         tokio::time::sleep(TIMEOUT).await;
         return "no Fetch v4".into();
     }
-    let version = version.min(FETCH_MAX);
+    let version = version.min(inner.version_cap.load(Ordering::Relaxed));
     let mut stream = conn.into_parts().0;
     let cfg = &inner.state.cfg;
     let wait = cfg.fetch_wait.min(Duration::from_secs(30));
@@ -169,7 +172,16 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
             });
         let resp = match resp {
             Ok(r) => r,
-            Err(e) => return format!("bad Fetch response from {addr}: {e}"),
+            Err(e) if version > FETCH_UNTAGGED => {
+                inner.version_cap.store(FETCH_UNTAGGED, Ordering::Relaxed);
+                return format!("cannot decode a Fetch v{version} response from {addr} ({e}); asking v{FETCH_UNTAGGED} from now on");
+            }
+            Err(e) => {
+                inner
+                    .state
+                    .error(format!("bad Fetch response from source broker {addr}: {e}"));
+                return format!("bad Fetch response: {e}");
+            }
         };
         if resp.error_code != 0 {
             return format!(
@@ -186,9 +198,7 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
                     Err(_) => return "the flow stopped".into(),
                 }
             }
-            if inner.tx.send(ev).await.is_err() {
-                return "the flow stopped".into();
-            }
+            inner.push(ev);
         }
     }
 }
