@@ -96,6 +96,42 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(Frame(buf)))
 }
 
+/// Reads one frame from a peer trusted with its size (a broker answering
+/// kflip's own request, bounded by `max`): the whole frame is reserved at
+/// once, so a large response is read straight into place instead of being
+/// copied each time [`read_frame`]'s buffer grows.
+pub async fn read_frame_whole<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let mut prefix = [0u8; 4];
+    match r.read_exact(&mut prefix[..1]).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    r.read_exact(&mut prefix[1..])
+        .await
+        .map_err(|_| FrameError::Truncated { len: 4 })?;
+    let len = i32::from_be_bytes(prefix);
+    if len < 0 || len as usize > max {
+        return Err(FrameError::Size {
+            len: len.into(),
+            max,
+        });
+    }
+    let len = len as usize;
+    let mut buf = BytesMut::with_capacity(4 + len);
+    buf.put_slice(&prefix);
+    while buf.len() < 4 + len {
+        let want = (4 + len - buf.len()) as u64;
+        if (&mut *r).take(want).read_buf(&mut buf).await? == 0 {
+            return Err(FrameError::Truncated { len });
+        }
+    }
+    Ok(Some(Frame(buf)))
+}
+
 /// Writes a whole frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::Result<()> {
     w.write_all(&frame.0).await
@@ -152,5 +188,33 @@ mod tests {
         let mut r = &data[..];
         let f = read_frame(&mut r, usize::MAX >> 1).await.unwrap().unwrap();
         assert_eq!(f.payload(), &payload[..]);
+    }
+
+    #[tokio::test]
+    async fn whole_frames_read_like_stepped_ones() {
+        let payload = vec![7u8; 3 * ALLOC_STEP + 5];
+        let mut data = Frame::from_payload(&payload).0.to_vec();
+        data.extend_from_slice(&Frame::from_payload(b"").0);
+        let mut r = &data[..];
+        let f = read_frame_whole(&mut r, 4 << 20).await.unwrap().unwrap();
+        assert_eq!(f.payload(), &payload[..]);
+        let f = read_frame_whole(&mut r, 4 << 20).await.unwrap().unwrap();
+        assert_eq!(f.payload(), b"");
+        assert!(read_frame_whole(&mut r, 100).await.unwrap().is_none());
+        let mut r = &[0, 0, 0, 9, 1, 2][..];
+        assert!(matches!(
+            read_frame_whole(&mut r, 100).await,
+            Err(FrameError::Truncated { len: 9 })
+        ));
+        let mut r = &[0, 0][..];
+        assert!(matches!(
+            read_frame_whole(&mut r, 100).await,
+            Err(FrameError::Truncated { len: 4 })
+        ));
+        let mut r = &[0x7f, 0xff, 0xff, 0xff][..];
+        assert!(matches!(
+            read_frame_whole(&mut r, 1024).await,
+            Err(FrameError::Size { .. })
+        ));
     }
 }

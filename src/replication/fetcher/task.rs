@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Chunk, Event, Inner, Leader, AHEAD};
 use crate::codec::batches::batches;
-use crate::codec::frame::read_frame;
+use crate::codec::frame::read_frame_whole;
 use crate::kafka::KafkaConn;
 use crate::replication::compat::FETCH_UNTAGGED;
 use crate::replication::state::SourcePartition;
@@ -152,7 +152,7 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
         buf[..4].copy_from_slice(&len.to_be_bytes());
         let exchange = async {
             stream.write_all(&buf).await?;
-            read_frame(&mut stream, MAX_RESPONSE)
+            read_frame_whole(&mut stream, MAX_RESPONSE)
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))
         };

@@ -21,6 +21,7 @@
 
 pub(crate) mod batch;
 mod leaders;
+mod request;
 mod send;
 
 use std::collections::{HashMap, VecDeque};

@@ -5,15 +5,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, HeaderVersion};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
+use super::request::{produce_frame, TopicBatches};
 use super::{Inner, IN_FLIGHT};
 use crate::codec::frame::read_frame;
 use crate::kafka::{ClientError, KafkaConn};
@@ -140,10 +138,16 @@ async fn send_to(inner: &Inner, id: i32, addr: &str, wake: &tokio::sync::Notify)
                 Ok(next) => next,
                 Err(end) => return end,
             };
-            let Some((parts, buf)) = next else {
+            let Some((parts, pieces)) = next else {
                 break;
             };
-            match tokio::time::timeout(TIMEOUT, wr.write_all(&buf)).await {
+            let write = async {
+                for piece in &pieces {
+                    wr.write_all(piece).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            match tokio::time::timeout(TIMEOUT, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return End::Retry(format!("write to {addr}: {e}")),
                 Err(_) => return End::Retry(format!("write to {addr} stalled")),
@@ -193,6 +197,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A request to send: the partitions it carries a batch of, and its pieces.
+type Request = (Vec<usize>, Vec<Bytes>);
+
 /// The next Produce request to leader `id`: one batch from each partition
 /// with records, sealed now if need be. `None`: nothing to send.
 fn next_request(
@@ -200,11 +207,11 @@ fn next_request(
     id: i32,
     version: i16,
     correlation: i32,
-) -> Result<Option<(Vec<usize>, BytesMut)>, End> {
+) -> Result<Option<Request>, End> {
     let mut q = inner.lock();
     let ready = std::mem::take(&mut q.leaders.entry(id).or_default().ready);
     let mut parts = Vec::new();
-    let mut topics: Vec<(Arc<str>, Vec<PartitionProduceData>)> = Vec::new();
+    let mut topics: Vec<TopicBatches> = Vec::new();
     let mut again = Vec::new();
     for idx in ready {
         let p = &mut q.parts[idx];
@@ -222,9 +229,7 @@ fn next_request(
         let Some(b) = p.sealed.pop_front() else {
             continue;
         };
-        let data = PartitionProduceData::default()
-            .with_index(p.partition)
-            .with_records(Some(b.bytes.clone()));
+        let data = (p.partition, b.bytes.clone());
         match topics.iter_mut().find(|(t, _)| *t == p.topic) {
             Some((_, v)) => v.push(data),
             None => topics.push((p.topic.clone(), vec![data])),
@@ -243,46 +248,15 @@ fn next_request(
     if parts.is_empty() {
         return Ok(None);
     }
-    let req = ProduceRequest::default()
-        .with_transactional_id(None)
-        .with_acks(-1)
-        .with_timeout_ms(PRODUCE_TIMEOUT_MS)
-        .with_topic_data(
-            topics
-                .into_iter()
-                .map(|(t, data)| {
-                    TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                        .with_partition_data(data)
-                })
-                .collect(),
-        );
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation)
-        .with_client_id(Some(StrBytes::from_static_str("kflip-engine")));
-    let mut buf = BytesMut::with_capacity(64 + req.compute_size(version).unwrap_or(0));
-    buf.put_i32(0);
     // The batches are already among the partitions' sent ones: a request
     // that cannot be encoded ends the connection, which hands them back.
-    if let Err(e) = header
-        .encode(&mut buf, ProduceRequest::header_version(version))
-        .and_then(|()| req.encode(&mut buf, version))
-    {
-        return Err(End::Retry(format!("cannot encode a Produce request: {e}")));
-    }
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    for (counter, n) in inner
-        .state
-        .produce_sent
-        .iter()
-        .zip([1, parts.len(), buf.len()])
-    {
+    let pieces = produce_frame(version, correlation, PRODUCE_TIMEOUT_MS, &topics)
+        .map_err(|e| End::Retry(format!("cannot encode a Produce request: {e}")))?;
+    let size: usize = pieces.iter().map(Bytes::len).sum();
+    for (counter, n) in inner.state.produce_sent.iter().zip([1, parts.len(), size]) {
         counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
-    Ok(Some((parts, buf)))
+    Ok(Some((parts, pieces)))
 }
 
 /// Records the answer to request `p`: acknowledged batches into the offset
