@@ -97,12 +97,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Reads one frame from a peer trusted with its size (a broker answering
-/// kflip's own request, bounded by `max`): the whole frame is reserved at
-/// once, so a large response is read straight into place instead of being
-/// copied each time [`read_frame`]'s buffer grows.
+/// kflip's own request, bounded by `max`) into `buf` (cleared first; a
+/// buffer kept from an earlier frame saves the kernel zeroing fresh
+/// pages): the whole frame is reserved at once, so a large response is
+/// read straight into place instead of being copied each time
+/// [`read_frame`]'s buffer grows.
 pub async fn read_frame_whole<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
+    mut buf: BytesMut,
 ) -> Result<Option<Frame>, FrameError> {
     let mut prefix = [0u8; 4];
     match r.read_exact(&mut prefix[..1]).await {
@@ -121,7 +124,8 @@ pub async fn read_frame_whole<R: AsyncRead + Unpin>(
         });
     }
     let len = len as usize;
-    let mut buf = BytesMut::with_capacity(4 + len);
+    buf.clear();
+    buf.reserve(4 + len);
     buf.put_slice(&prefix);
     while buf.len() < 4 + len {
         let want = (4 + len - buf.len()) as u64;
@@ -196,24 +200,33 @@ mod tests {
         let mut data = Frame::from_payload(&payload).0.to_vec();
         data.extend_from_slice(&Frame::from_payload(b"").0);
         let mut r = &data[..];
-        let f = read_frame_whole(&mut r, 4 << 20).await.unwrap().unwrap();
+        let f = read_frame_whole(&mut r, 4 << 20, BytesMut::new())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(f.payload(), &payload[..]);
-        let f = read_frame_whole(&mut r, 4 << 20).await.unwrap().unwrap();
+        let f = read_frame_whole(&mut r, 4 << 20, BytesMut::new())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(f.payload(), b"");
-        assert!(read_frame_whole(&mut r, 100).await.unwrap().is_none());
+        assert!(read_frame_whole(&mut r, 100, BytesMut::new())
+            .await
+            .unwrap()
+            .is_none());
         let mut r = &[0, 0, 0, 9, 1, 2][..];
         assert!(matches!(
-            read_frame_whole(&mut r, 100).await,
+            read_frame_whole(&mut r, 100, BytesMut::new()).await,
             Err(FrameError::Truncated { len: 9 })
         ));
         let mut r = &[0, 0][..];
         assert!(matches!(
-            read_frame_whole(&mut r, 100).await,
+            read_frame_whole(&mut r, 100, BytesMut::new()).await,
             Err(FrameError::Truncated { len: 4 })
         ));
         let mut r = &[0x7f, 0xff, 0xff, 0xff][..];
         assert!(matches!(
-            read_frame_whole(&mut r, 1024).await,
+            read_frame_whole(&mut r, 1024, BytesMut::new()).await,
             Err(FrameError::Size { .. })
         ));
     }

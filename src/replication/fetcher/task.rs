@@ -128,6 +128,7 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
     let wait = cfg.fetch_wait.min(Duration::from_secs(30));
     let mut turn = 0usize;
     let mut correlation = 0i32;
+    let mut buffers = Buffers::default();
     loop {
         let Some((req, sent)) = request(inner, id, turn) else {
             wake.notified().await;
@@ -152,7 +153,7 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
         buf[..4].copy_from_slice(&len.to_be_bytes());
         let exchange = async {
             stream.write_all(&buf).await?;
-            read_frame_whole(&mut stream, MAX_RESPONSE)
+            read_frame_whole(&mut stream, MAX_RESPONSE, buffers.take())
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))
         };
@@ -162,7 +163,9 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
             Ok(Err(e)) => return format!("fetch from {addr}: {e}"),
             Err(_) => return format!("no answer from {addr} within {:?}", wait + TIMEOUT),
         };
-        let mut body = frame.0.freeze().slice(4..);
+        let whole = frame.0.freeze();
+        let mut body = whole.slice(4..);
+        buffers.lend(whole);
         let resp = ResponseHeader::decode(&mut body, FetchResponse::header_version(version))
             .and_then(|h| {
                 if h.correlation_id != correlation {
@@ -363,4 +366,44 @@ fn answered(inner: &Inner, id: i32, sent: &Sent, resp: FetchResponse) -> Vec<Eve
         }
     }
     events
+}
+
+/// Response buffers of one connection, used again once the copy thread is
+/// done with every chunk of theirs: a fresh buffer of a few MiB per
+/// response cost kflip as much CPU in the kernel zeroing its pages as the
+/// socket copy did. At most [`Buffers::KEEP`] are kept.
+#[derive(Default)]
+struct Buffers {
+    /// Responses whose chunks may still be with the copy thread.
+    lent: std::collections::VecDeque<bytes::Bytes>,
+    free: Vec<BytesMut>,
+}
+
+impl Buffers {
+    const KEEP: usize = 2;
+
+    fn lend(&mut self, whole: bytes::Bytes) {
+        self.lent.push_back(whole);
+        // A response still held when more are lent is left to be freed by
+        // its last chunk.
+        while self.lent.len() > 4 * Self::KEEP {
+            self.lent.pop_front();
+        }
+    }
+
+    /// A buffer for the next response: one the copy thread is done with,
+    /// or a new one.
+    fn take(&mut self) -> BytesMut {
+        for _ in 0..self.lent.len() {
+            let Some(b) = self.lent.pop_front() else {
+                break;
+            };
+            match b.try_into_mut() {
+                Ok(m) if self.free.len() < Self::KEEP => self.free.push(m),
+                Ok(_) => {}
+                Err(b) => self.lent.push_back(b),
+            }
+        }
+        self.free.pop().unwrap_or_default()
+    }
 }

@@ -31,9 +31,11 @@ pub(crate) struct OpenBatch {
 pub(crate) type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
 impl OpenBatch {
-    /// An empty batch whose buffer starts at `capacity` bytes.
-    pub(crate) fn new(capacity: usize) -> OpenBatch {
-        let mut buf = Vec::with_capacity(capacity.max(HEADER + 64));
+    /// An empty batch in `buf` (a spare one: see [`Spare`]), which holds
+    /// at least `capacity` bytes.
+    pub(crate) fn new_in(mut buf: Vec<u8>, capacity: usize) -> OpenBatch {
+        buf.clear();
+        buf.reserve(capacity.max(HEADER + 64));
         buf.resize(HEADER, 0);
         OpenBatch {
             buf,
@@ -135,6 +137,36 @@ impl OpenBatch {
     }
 }
 
+/// Buffers of acknowledged batches, for the next ones: a batch that grows
+/// to 1 MiB in a fresh buffer pays for its pages being zeroed and for its
+/// copies each time the buffer doubles.
+#[derive(Debug, Default)]
+pub(crate) struct Spare(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Spare {
+    /// Buffers kept, at most.
+    const KEEP: usize = 16;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A spare buffer, or an empty one.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        self.lock().pop().unwrap_or_default()
+    }
+
+    /// Keeps the buffer of `batch`, acknowledged, if nothing else holds it.
+    pub(crate) fn give(&self, batch: Bytes) {
+        if let Ok(b) = batch.try_into_mut() {
+            let mut spare = self.lock();
+            if spare.len() < Self::KEEP {
+                spare.push(b.into());
+            }
+        }
+    }
+}
+
 /// A batch with its producer id and sequence: sent, and sent again
 /// unchanged after a lost connection, so the broker can tell a retry from
 /// new records.
@@ -186,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_sealed_batch_decodes_with_every_field_and_a_valid_crc() {
-        let mut b = OpenBatch::new(0);
+        let mut b = OpenBatch::new_in(Vec::new(), 0);
         let hdrs: Vec<HeaderRef<'_>> = vec![(b"a", Some(b"1")), (b"nil", None)];
         b.push(
             40,

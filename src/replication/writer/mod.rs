@@ -57,6 +57,7 @@ struct Inner {
     batch_bytes: usize,
     max_records: u64,
     queues: Mutex<Queues>,
+    spare: batch::Spare,
     /// Signalled when acknowledgements free room for the copy thread.
     room: Condvar,
     /// Records appended and not yet acknowledged.
@@ -87,7 +88,7 @@ struct Queues {
 struct Leader {
     wake: Arc<Notify>,
     ready: VecDeque<usize>,
-    /// The leader's task, while it runs.
+    /// Its task, while it runs.
     task: Option<tokio::task::AbortHandle>,
 }
 
@@ -161,6 +162,7 @@ impl Writer {
             producer_id,
             epoch,
             queues: Mutex::new(Queues::default()),
+            spare: Default::default(),
             room: Condvar::new(),
             unacked: AtomicU64::new(0),
             fatal: Mutex::new(None),
@@ -202,7 +204,7 @@ impl Writer {
         }
         let mut q = inner.lock();
         while inner.unacked.load(Ordering::Acquire) >= inner.max_records {
-            if stop() || inner.is_fatal() {
+            if stop() || inner.stopped.load(Ordering::Acquire) {
                 return false;
             }
             q = inner
@@ -264,9 +266,9 @@ impl Writer {
         {
             inner.seal_open(p);
         }
-        let open = p
-            .open
-            .get_or_insert_with(|| OpenBatch::new(batch_bytes.min(64 << 10)));
+        let open = p.open.get_or_insert_with(|| {
+            OpenBatch::new_in(inner.spare.take(), batch_bytes.min(64 << 10))
+        });
         push(open);
         inner.unacked.fetch_add(1, Ordering::AcqRel);
         q.mark_ready(idx, &inner.lookup);
@@ -331,10 +333,6 @@ impl Queues {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Queues> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn is_fatal(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
     }
 
     fn fail(&self, why: String) {

@@ -326,8 +326,9 @@ fn answered(inner: &Inner, version: i16, p: Pending, payload: &[u8]) -> Result<(
             }
         }
     }
-    for (topic, source, partition, b, base) in &acks {
-        inner.acked(topic, source.as_deref(), *partition, b, *base);
+    for (topic, source, partition, b, base) in acks {
+        inner.acked(&topic, source.as_deref(), partition, &b, base);
+        inner.spare.give(b.bytes);
     }
     match retry {
         Some(why) => Err(End::Retry(why)),
