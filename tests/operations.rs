@@ -466,6 +466,18 @@ fn probes_follow_the_active_cluster_and_the_drain() {
     // Draining: a long poll in flight keeps kflip draining after SIGTERM;
     // meanwhile it is alive and not ready.
     create_topic(&dc1.bootstrap(), "ops-drain", 1);
+    // A fetch before the new partition has a leader is answered at once,
+    // with an error, and is never in flight.
+    let probe: BaseConsumer = clients::config(&dc1.bootstrap()).create().unwrap();
+    wait_for(
+        "ops-drain to have a leader",
+        Duration::from_secs(30),
+        || {
+            probe
+                .fetch_watermarks("ops-drain", 0, Duration::from_secs(5))
+                .ok()
+        },
+    );
     let mut raw = support::raw::Raw::connect(&k.addr());
     let _ = raw.versions();
     let fetch = kafka_protocol::messages::FetchRequest::default()

@@ -72,14 +72,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         }
         got += n;
     }
-    let len = i32::from_be_bytes(prefix);
-    if len < 0 || len as usize > max {
-        return Err(FrameError::Size {
-            len: len.into(),
-            max,
-        });
-    }
-    let len = len as usize;
+    let len = frame_len(prefix, max)?;
     let mut buf = BytesMut::with_capacity(4 + len.min(ALLOC_STEP));
     buf.put_slice(&prefix);
     while buf.len() < 4 + len {
@@ -116,14 +109,7 @@ pub async fn read_frame_whole<R: AsyncRead + Unpin>(
     r.read_exact(&mut prefix[1..])
         .await
         .map_err(|_| FrameError::Truncated { len: 4 })?;
-    let len = i32::from_be_bytes(prefix);
-    if len < 0 || len as usize > max {
-        return Err(FrameError::Size {
-            len: len.into(),
-            max,
-        });
-    }
-    let len = len as usize;
+    let len = frame_len(prefix, max)?;
     buf.clear();
     buf.reserve(4 + len);
     buf.put_slice(&prefix);
@@ -134,6 +120,18 @@ pub async fn read_frame_whole<R: AsyncRead + Unpin>(
         }
     }
     Ok(Some(Frame(buf)))
+}
+
+/// The payload length a frame's prefix announces, if at most `max`.
+fn frame_len(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
+    let len = i32::from_be_bytes(prefix);
+    match usize::try_from(len) {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(FrameError::Size {
+            len: len.into(),
+            max,
+        }),
+    }
 }
 
 /// Writes a whole frame.

@@ -4,11 +4,15 @@
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
+use super::copy::{origin_header, own_headers, record_size};
 use super::fetcher::{Chunk, Fetcher};
+use super::provenance::{self, Verdict};
 use super::runner::Runner;
 use super::state::SourcePartition;
-use crate::codec::batches::{batches, records, Aborted, RawRecord};
+use super::writer::Writer;
+use crate::codec::batches::{batches, records, Aborted, RawRecord, Records};
 use crate::codec::records::RecordsError;
+use crate::offsets::SourceOffset;
 
 /// A header: name and value.
 pub(super) type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
@@ -102,6 +106,16 @@ impl Runner<'_> {
                 Ok(w) => w,
                 Err(e) => return self.unreadable(f, &chunk.sp, head.base_offset, e),
             };
+            if let Some(w) = self
+                .writer
+                .as_ref()
+                .filter(|_| !self.setup.orphans.watching())
+            {
+                if let Err(e) = self.copy_batch(w, &chunk.sp, chunk.from, walk) {
+                    return self.unreadable(f, &chunk.sp, head.base_offset, e);
+                }
+                continue;
+            }
             for r in walk {
                 let r = match r {
                     Ok(r) => r,
@@ -113,6 +127,116 @@ impl Runner<'_> {
             }
         }
         f.delivered(&chunk);
+    }
+
+    /// Copies the records of one batch from `from` on through the writer,
+    /// as `copy` does one by one, with no orphan watch running: the flow's
+    /// state is locked once for the batch and the writer's queue once,
+    /// instead of both for each record. Records before an unreadable one
+    /// are copied.
+    fn copy_batch(
+        &self,
+        w: &Writer,
+        sp: &SourcePartition,
+        from: i64,
+        walk: Records<'_>,
+    ) -> Result<(), RecordsError> {
+        let st = &self.setup.state;
+        let target_topic = self.cache.target(&st.cfg, &sp.topic);
+        let now = self.cache.now_ms();
+        let mut recs = Vec::with_capacity(walk.size_hint().1.unwrap_or(0).min(4096));
+        let mut failed = Ok(());
+        for r in walk {
+            match r {
+                Ok(r) if r.offset >= from => {
+                    let r = Raw { sp, r };
+                    let verdict = provenance::verdict(
+                        origin_header(&r),
+                        sp.partition,
+                        (&st.target_id, &target_topic),
+                    );
+                    let ts = r.millis().unwrap_or(now);
+                    recs.push((r, verdict, ts));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut copies = 0u64;
+        {
+            let mut parts = st.lock();
+            let p = match parts.get_mut(sp) {
+                Some(p) => p,
+                // A shared flow's partition that just left this instance.
+                None if st.cfg.shared => return failed,
+                None => parts.entry(sp.clone()).or_default(),
+            };
+            for (r, verdict, ts) in &recs {
+                p.read_next = r.r.offset + 1;
+                p.last_read_ts = *ts;
+                if *verdict == Verdict::Skip {
+                    if p.in_flight == 0 {
+                        p.map.advance_frontier(SourceOffset(r.r.offset + 1));
+                        p.dirty = true;
+                    }
+                    continue;
+                }
+                if p.in_flight == 0 {
+                    p.last_copied_ts = *ts;
+                }
+                p.in_flight += 1;
+                copies += 1;
+            }
+        }
+        if copies == 0 {
+            return failed;
+        }
+        if !w.wait_for_room(|| self.stopping()) {
+            self.unsend_n(&sp.topic, sp.partition, copies);
+            return failed;
+        }
+        recs.retain(|x| x.1 != Verdict::Skip);
+        let mut buf = self.cache.origin.borrow_mut();
+        let origin_max = 10 + provenance::HEADER.len() + st.source_id.len() + sp.topic.len() + 64;
+        let origin = |buf: &mut String, r: &Raw<'_>| {
+            buf.clear();
+            let source = (
+                st.source_id.as_str(),
+                sp.topic.as_str(),
+                sp.partition,
+                r.r.offset,
+            );
+            provenance::write_origin(buf, source, now);
+        };
+        w.append_each(
+            (&target_topic, sp.partition),
+            &recs,
+            // A new origin's size, at most: a few bytes more than the
+            // record takes seal its batch a little early, never too late.
+            |(r, verdict, _)| match verdict {
+                Verdict::New => record_size(r, None) + origin_max,
+                _ => record_size(r, None),
+            },
+            |(r, verdict, ts), batch| {
+                let new = *verdict == Verdict::New;
+                if new {
+                    origin(&mut buf, r);
+                }
+                let o = new.then_some((provenance::HEADER.as_bytes(), Some(buf.as_bytes())));
+                batch.push(
+                    r.r.offset,
+                    *ts,
+                    r.key_bytes(),
+                    r.value_bytes(),
+                    own_headers(r, new),
+                    o,
+                );
+            },
+        );
+        failed
     }
 
     fn read_next(&self, chunk: &Chunk) -> i64 {

@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
-use super::chunk::SourceRecord;
+use super::chunk::{HeaderRef, SourceRecord};
 use super::deliver::RESTORED;
 use super::provenance::{self, Decision, Verdict};
 use super::runner::Runner;
@@ -154,23 +154,23 @@ impl Runner<'_> {
                 }
                 _ => None,
             };
-            let replacing = origin.is_some();
-            let own = m
-                .header_refs()
-                .filter(move |h| !(replacing && h.0 == provenance::HEADER.as_bytes()));
+            let size = record_size(m, origin);
             let origin = origin.map(|o| (provenance::HEADER.as_bytes(), Some(o.as_bytes())));
-            // The record's size in the batch, within a few bytes of varints.
-            let size = 32
-                + m.key_bytes().map_or(0, <[u8]>::len)
-                + m.value_bytes().map_or(0, <[u8]>::len)
-                + own
-                    .clone()
-                    .map(|(k, v)| 10 + k.len() + v.map_or(0, <[u8]>::len))
-                    .sum::<usize>()
-                + origin.map_or(0, |(k, v)| 10 + k.len() + v.map_or(0, <[u8]>::len));
-            w.append(&target_topic, partition, size, |b| {
-                b.push(offset, ts, m.key_bytes(), m.value_bytes(), own, origin)
-            });
+            w.append_each(
+                (&target_topic, partition),
+                &[()],
+                |_| size,
+                |_, b| {
+                    b.push(
+                        offset,
+                        ts,
+                        m.key_bytes(),
+                        m.value_bytes(),
+                        own_headers(m, origin.is_some()),
+                        origin,
+                    )
+                },
+            );
             return;
         }
         let decision = match verdict {
@@ -226,17 +226,44 @@ impl Runner<'_> {
     }
 
     pub(super) fn unsend(&self, topic: &str, partition: i32) {
+        self.unsend_n(topic, partition, 1);
+    }
+
+    /// `n` copies counted in flight were not sent after all.
+    pub(super) fn unsend_n(&self, topic: &str, partition: i32, n: u64) {
         if let Some(p) = self.setup.state.lock().get_mut(&SourcePartition {
             topic: topic.to_string(),
             partition,
         }) {
-            p.in_flight = p.in_flight.saturating_sub(1);
+            p.in_flight = p.in_flight.saturating_sub(n);
         }
     }
 }
 
+/// A copy's own headers: the record's, less a `kflip-origin` header the
+/// copy's new origin replaces.
+pub(super) fn own_headers(
+    m: &impl SourceRecord,
+    replacing: bool,
+) -> impl Iterator<Item = HeaderRef<'_>> + Clone {
+    m.header_refs()
+        .filter(move |h| !(replacing && h.0 == provenance::HEADER.as_bytes()))
+}
+
+/// The size of `m`'s copy in a batch, with `origin` if given, within a
+/// few bytes of varints.
+pub(super) fn record_size(m: &impl SourceRecord, origin: Option<&str>) -> usize {
+    let header = |(k, v): HeaderRef<'_>| 10 + k.len() + v.map_or(0, <[u8]>::len);
+    32 + m.key_bytes().map_or(0, <[u8]>::len)
+        + m.value_bytes().map_or(0, <[u8]>::len)
+        + own_headers(m, origin.is_some()).map(header).sum::<usize>()
+        + origin.map_or(0, |o| {
+            header((provenance::HEADER.as_bytes(), Some(o.as_bytes())))
+        })
+}
+
 /// The value of a record's `kflip-origin` header, if it has one.
-fn origin_header(m: &impl SourceRecord) -> Option<&[u8]> {
+pub(super) fn origin_header(m: &impl SourceRecord) -> Option<&[u8]> {
     m.header_refs()
         .find(|h| h.0 == provenance::HEADER.as_bytes())
         .and_then(|h| h.1)
@@ -267,13 +294,17 @@ pub(super) struct CopyCache {
     /// The last record's source partition, the key of its state.
     key: std::cell::RefCell<SourcePartition>,
     clock: std::cell::Cell<(u32, i64)>,
-    origin: std::cell::RefCell<String>,
+    pub(super) origin: std::cell::RefCell<String>,
     /// Where a compressed source batch is decompressed.
     pub(super) scratch: std::cell::RefCell<Vec<u8>>,
 }
 
 impl CopyCache {
-    fn target(&self, cfg: &crate::config::FlowConfig, topic: &str) -> std::sync::Arc<str> {
+    pub(super) fn target(
+        &self,
+        cfg: &crate::config::FlowConfig,
+        topic: &str,
+    ) -> std::sync::Arc<str> {
         let mut c = self.topic.borrow_mut();
         if c.0 != topic || c.1.is_empty() {
             *c = (topic.to_string(), cfg.target_topic(topic).into());
@@ -295,7 +326,7 @@ impl CopyCache {
         self.key.borrow()
     }
 
-    fn now_ms(&self) -> i64 {
+    pub(super) fn now_ms(&self) -> i64 {
         let (n, t) = self.clock.get();
         let t = if n % 64 == 0 { now_ms() } else { t };
         self.clock.set((n.wrapping_add(1), t));

@@ -106,6 +106,12 @@ impl Orphans {
         self.0.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether any partition is watched (then each record read is
+    /// checked).
+    pub fn watching(&self) -> bool {
+        self.0.watching.load(Ordering::SeqCst)
+    }
+
     /// Watches these partitions of `flow` from the given source offsets
     /// (a disaster switch); the watches are persisted by the flow.
     pub fn watch(&self, flow: &str, parts: impl IntoIterator<Item = (SourcePartition, i64)>) {

@@ -242,35 +242,40 @@ impl Writer {
         }
     }
 
-    /// Appends one record of about `size` bytes to `topic[partition]`'s
-    /// open batch, encoded by `push`.
-    pub(super) fn append(
+    /// Appends one record per item to `topic[partition]`'s open batch:
+    /// `size` gives its size in the batch (about), `push` encodes it.
+    pub(super) fn append_each<T>(
         &self,
-        topic: &str,
-        partition: i32,
-        size: usize,
-        push: impl FnOnce(&mut OpenBatch),
+        (topic, partition): (&str, i32),
+        items: &[T],
+        size: impl Fn(&T) -> usize,
+        mut push: impl FnMut(&T, &mut OpenBatch),
     ) {
         let inner = &self.inner;
         let mut q = inner.lock();
         let idx = q.part(topic, partition, &inner.state, inner.batch_bytes);
         let p = &mut q.parts[idx];
         let batch_bytes = p.limit;
-        // A batch never grows past `batch_bytes` (the target refuses a
-        // batch larger than its topic's max.message.bytes): it is sealed
-        // before the record that would take it past, which then starts
-        // the next one.
-        if p.open
-            .as_ref()
-            .is_some_and(|b| b.bytes() + size > batch_bytes)
-        {
-            inner.seal_open(p);
+        for item in items {
+            // A batch never grows past `batch_bytes` (the target refuses a
+            // batch larger than its topic's max.message.bytes): it is
+            // sealed before the record that would take it past, which then
+            // starts the next one.
+            let size = size(item);
+            if p.open
+                .as_ref()
+                .is_some_and(|b| b.bytes() + size > batch_bytes)
+            {
+                inner.seal_open(p);
+            }
+            let open = p.open.get_or_insert_with(|| {
+                OpenBatch::new_in(inner.spare.take(), batch_bytes.min(64 << 10))
+            });
+            push(item, open);
         }
-        let open = p.open.get_or_insert_with(|| {
-            OpenBatch::new_in(inner.spare.take(), batch_bytes.min(64 << 10))
-        });
-        push(open);
-        inner.unacked.fetch_add(1, Ordering::AcqRel);
+        inner
+            .unacked
+            .fetch_add(items.len() as u64, Ordering::AcqRel);
         q.mark_ready(idx, &inner.lookup);
     }
 }
