@@ -355,6 +355,13 @@ fn header<'a>(s: &mut &'a [u8]) -> Result<(&'a [u8], Option<&'a [u8]>), RecordsE
 
 /// A zig-zag varint of at most `max` bytes (10 for a varlong).
 fn zigzag(s: &mut &[u8], max: usize, what: &'static str) -> Result<i64, RecordsError> {
+    // Most lengths and deltas fit one byte.
+    if let Some((&b, rest)) = s.split_first() {
+        if b & 0x80 == 0 {
+            *s = rest;
+            return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+        }
+    }
     let mut raw: u64 = 0;
     for (i, &b) in s.iter().take(max).enumerate() {
         raw |= u64::from(b & 0x7f) << (7 * i);

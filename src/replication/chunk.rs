@@ -4,11 +4,12 @@
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
-use super::copy::{origin_header, own_headers, record_size};
+use super::copy::{own_headers, record_size};
 use super::fetcher::{Chunk, Fetcher};
 use super::provenance::{self, Verdict};
 use super::runner::Runner;
 use super::state::SourcePartition;
+use super::writer::batch::{Each, Encoded};
 use super::writer::Writer;
 use crate::codec::batches::{batches, records, Aborted, RawRecord, Records};
 use crate::codec::records::RecordsError;
@@ -150,13 +151,19 @@ impl Runner<'_> {
             match r {
                 Ok(r) if r.offset >= from => {
                     let r = Raw { sp, r };
+                    let found = r
+                        .header_refs()
+                        .find(|h| h.0 == provenance::HEADER.as_bytes());
                     let verdict = provenance::verdict(
-                        origin_header(&r),
+                        found.and_then(|h| h.1),
                         sp.partition,
                         (&st.target_id, &target_topic),
                     );
                     let ts = r.millis().unwrap_or(now);
-                    recs.push((r, verdict, ts));
+                    // A new origin replaces a `kflip-origin` header: then
+                    // the headers are copied one by one, without it.
+                    let as_read = !(verdict == Verdict::New && found.is_some());
+                    recs.push((r, verdict, ts, as_read));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -174,7 +181,7 @@ impl Runner<'_> {
                 None if st.cfg.shared => return failed,
                 None => parts.entry(sp.clone()).or_default(),
             };
-            for (r, verdict, ts) in &recs {
+            for (r, verdict, ts, _) in &recs {
                 p.read_next = r.r.offset + 1;
                 p.last_read_ts = *ts;
                 if *verdict == Verdict::Skip {
@@ -216,24 +223,34 @@ impl Runner<'_> {
             &recs,
             // A new origin's size, at most: a few bytes more than the
             // record takes seal its batch a little early, never too late.
-            |(r, verdict, _)| match verdict {
-                Verdict::New => record_size(r, None) + origin_max,
-                _ => record_size(r, None),
+            |(r, verdict, _, as_read)| {
+                let own = match as_read {
+                    true => {
+                        32 + r.key_bytes().map_or(0, <[u8]>::len)
+                            + r.value_bytes().map_or(0, <[u8]>::len)
+                            + r.r.headers.raw().len()
+                    }
+                    false => record_size(r, None),
+                };
+                own + if *verdict == Verdict::New {
+                    origin_max
+                } else {
+                    0
+                }
             },
-            |(r, verdict, ts), batch| {
+            |(r, verdict, ts, as_read), batch| {
                 let new = *verdict == Verdict::New;
                 if new {
                     origin(&mut buf, r);
                 }
                 let o = new.then_some((provenance::HEADER.as_bytes(), Some(buf.as_bytes())));
-                batch.push(
-                    r.r.offset,
-                    *ts,
-                    r.key_bytes(),
-                    r.value_bytes(),
-                    own_headers(r, new),
-                    o,
-                );
+                let (key, value) = (r.key_bytes(), r.value_bytes());
+                if *as_read {
+                    let h = &r.r.headers;
+                    batch.push(r.r.offset, *ts, key, value, Encoded(h.raw(), h.len()), o);
+                } else {
+                    batch.push(r.r.offset, *ts, key, value, Each(own_headers(r, new)), o);
+                }
             },
         );
         failed

@@ -14,6 +14,7 @@ use super::provenance::{self, Decision, Verdict};
 use super::runner::Runner;
 use super::scan::scan;
 use super::state::{now_ms, FlowState, SourcePartition};
+use super::writer::batch::Each;
 use crate::offsets::SourceOffset;
 
 impl Runner<'_> {
@@ -166,7 +167,7 @@ impl Runner<'_> {
                         ts,
                         m.key_bytes(),
                         m.value_bytes(),
-                        own_headers(m, origin.is_some()),
+                        Each(own_headers(m, origin.is_some())),
                         origin,
                     )
                 },
@@ -263,7 +264,7 @@ pub(super) fn record_size(m: &impl SourceRecord, origin: Option<&str>) -> usize 
 }
 
 /// The value of a record's `kflip-origin` header, if it has one.
-pub(super) fn origin_header(m: &impl SourceRecord) -> Option<&[u8]> {
+fn origin_header(m: &impl SourceRecord) -> Option<&[u8]> {
     m.header_refs()
         .find(|h| h.0 == provenance::HEADER.as_bytes())
         .and_then(|h| h.1)

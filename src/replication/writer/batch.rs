@@ -30,6 +30,61 @@ pub(crate) struct OpenBatch {
 /// One header of a record: its name and value.
 pub(crate) type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
+/// A record's own headers, as [`OpenBatch::push`] takes them.
+pub(crate) trait OwnHeaders {
+    fn count(&self) -> usize;
+    /// Their size encoded.
+    fn size(&self) -> usize;
+    fn write(self, out: &mut Vec<u8>);
+}
+
+/// Headers one by one.
+pub(crate) struct Each<I>(pub(crate) I);
+
+impl<'a, I: Iterator<Item = HeaderRef<'a>> + Clone> OwnHeaders for Each<I> {
+    fn count(&self) -> usize {
+        self.0.clone().count()
+    }
+
+    fn size(&self) -> usize {
+        let field = |b: Option<&[u8]>| b.map_or(1, |b| varint_len(b.len() as i64) + b.len());
+        self.0
+            .clone()
+            .map(|(k, v)| varint_len(k.len() as i64) + k.len() + field(v))
+            .sum()
+    }
+
+    fn write(self, out: &mut Vec<u8>) {
+        for h in self.0 {
+            put_header(out, h);
+        }
+    }
+}
+
+/// Headers as a record read from a batch holds them, already encoded, and
+/// their count: copied as they are.
+pub(crate) struct Encoded<'a>(pub(crate) &'a [u8], pub(crate) usize);
+
+impl OwnHeaders for Encoded<'_> {
+    fn count(&self) -> usize {
+        self.1
+    }
+
+    fn size(&self) -> usize {
+        self.0.len()
+    }
+
+    fn write(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0);
+    }
+}
+
+fn put_header(out: &mut Vec<u8>, (k, v): HeaderRef<'_>) {
+    put_varint(out, k.len() as i64);
+    out.extend_from_slice(k);
+    put_field(out, v);
+}
+
 impl OpenBatch {
     /// An empty batch in `buf` (a spare one: see [`Spare`]), which holds
     /// at least `capacity` bytes.
@@ -65,7 +120,7 @@ impl OpenBatch {
         ts: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: impl Iterator<Item = HeaderRef<'a>> + Clone,
+        headers: impl OwnHeaders,
         origin: Option<HeaderRef<'a>>,
     ) {
         if self.sources.is_empty() {
@@ -82,14 +137,14 @@ impl OpenBatch {
             None => 1,
         };
         let header = |(k, v): HeaderRef<'_>| varint_len(k.len() as i64) + k.len() + field(v);
-        let count = headers.clone().count() + usize::from(origin.is_some());
+        let count = headers.count() + usize::from(origin.is_some());
         let body = 1
             + varint_len(ts_delta)
             + varint_len(offset_delta)
             + field(key)
             + field(value)
             + varint_len(count as i64)
-            + headers.clone().map(header).sum::<usize>()
+            + headers.size()
             + origin.map_or(0, header);
         let b = &mut self.buf;
         b.reserve(body + 5);
@@ -100,10 +155,9 @@ impl OpenBatch {
         put_field(b, key);
         put_field(b, value);
         put_varint(b, count as i64);
-        for (k, v) in headers.chain(origin) {
-            put_varint(b, k.len() as i64);
-            b.extend_from_slice(k);
-            put_field(b, v);
+        headers.write(b);
+        if let Some(h) = origin {
+            put_header(b, h);
         }
         self.sources.push(source_offset);
     }
@@ -225,17 +279,26 @@ mod tests {
             1_700_000_000_500,
             Some(b"k1"),
             Some(b"v1"),
-            hdrs.iter().copied(),
+            Each(hdrs.iter().copied()),
             Some((b"kflip-origin", Some(b"o1"))),
         );
-        b.push(42, 1_700_000_000_100, None, None, std::iter::empty(), None);
+        // Headers copied as a source batch encoded them: x=y, nil=null.
+        let encoded = [2, b'x', 2, b'y', 6, b'n', b'i', b'l', 1];
+        b.push(
+            42,
+            1_700_000_000_100,
+            None,
+            None,
+            Encoded(&encoded, 2),
+            None,
+        );
         let big = vec![7u8; 300];
         b.push(
             43,
             1_700_000_001_000,
             None,
             Some(&big),
-            std::iter::empty(),
+            Each(std::iter::empty()),
             Some((b"kflip-origin", Some(b"o3"))),
         );
         assert_eq!(b.count(), 3);
@@ -264,6 +327,10 @@ mod tests {
         assert_eq!(names, ["a", "nil", "kflip-origin"]);
         assert_eq!(recs[0].headers[&b"nil"[..]], None);
         assert_eq!(recs[2].headers.len(), 1);
+        let names: Vec<String> = recs[1].headers.keys().map(|k| k.to_string()).collect();
+        assert_eq!(names, ["x", "nil"]);
+        assert_eq!(recs[1].headers[&b"x"[..]].as_deref(), Some(&b"y"[..]));
+        assert_eq!(recs[1].headers[&b"nil"[..]], None);
         assert_eq!(recs[0].offset, 0);
         assert_eq!(recs[2].offset, 2);
     }
