@@ -100,7 +100,10 @@ impl Runner<'_> {
                 Ok(b) => b,
                 Err(e) => return self.unreadable(f, &chunk.sp, self.read_next(&chunk), e),
             };
-            if head.last_offset < chunk.from || aborted.skip(&head, bytes) {
+            // Every batch goes through the read_committed filter, in order,
+            // even one before the fetch position: its markers close
+            // transactions the filter would otherwise count as open.
+            if aborted.skip(&head, bytes) || head.last_offset < chunk.from {
                 continue;
             }
             let walk = match records(&head, bytes, &mut scratch) {
