@@ -150,11 +150,23 @@ fn kcat_produces_consumes_commits_and_resumes() {
     }
     let (b, k) = one_cluster();
     create_topic(&b.addr(), "t-kcat", 2);
-    let kcat = |args: &[&str], input: Option<&str>| -> String {
+    let tail = |s: &str, n: usize| -> String {
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    };
+    // stdout, and the tail of stderr.
+    let kcat = |args: &[&str], input: Option<&str>| -> (String, String) {
         use std::io::Write;
         // `timeout` bounds a kcat that waits for records that never come.
         let mut child = std::process::Command::new("timeout")
             .args(["60", "kcat", "-b", &k.addr()])
+            // The group's debug log, shown if the run fails: where it
+            // resumed and what its commits returned.
+            .args(if input.is_none() {
+                &["-d", "cgrp"][..]
+            } else {
+                &[][..]
+            })
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -170,10 +182,12 @@ fn kcat_produces_consumes_commits_and_resumes() {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "kcat {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "kcat {args:?}: {}\nstdout:\n{}",
+            tail(&String::from_utf8_lossy(&out.stderr), 80),
+            String::from_utf8_lossy(&out.stdout)
         );
-        String::from_utf8_lossy(&out.stdout).into()
+        let err = tail(&String::from_utf8_lossy(&out.stderr), 80);
+        (String::from_utf8_lossy(&out.stdout).into(), err)
     };
     let lines = |prefix: &str| {
         (0..50)
@@ -188,7 +202,7 @@ fn kcat_produces_consumes_commits_and_resumes() {
     kcat(&["-P", "-t", "t-kcat"], Some(&lines("a")));
     // Balanced group consumer: reads 50 records, commits on close. (Not
     // `-e`: tansu can report a partition's end before its last records.)
-    let first = kcat(
+    let (first, first_log) = kcat(
         &[
             "-G",
             "g-kcat",
@@ -203,8 +217,40 @@ fn kcat_produces_consumes_commits_and_resumes() {
         None,
     );
     assert_eq!(sorted(&first), sorted(&lines("a")));
+    // Its commit on close reached the broker (read directly, not through
+    // kflip): 50 records' worth over both partitions.
+    let direct: BaseConsumer = clients::config(&b.addr())
+        .set("group.id", "g-kcat")
+        .create()
+        .unwrap();
+    let committed = || -> Vec<i64> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition("t-kcat", 0);
+        tpl.add_partition("t-kcat", 1);
+        let got = direct.committed_offsets(tpl, Duration::from_secs(10));
+        got.map(|t| {
+            t.elements()
+                .iter()
+                .map(|e| e.offset().to_raw().unwrap_or(-1))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = committed();
+        if now.iter().map(|o| o.max(&0)).sum::<i64>() == 50 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kcat's commit on close of 50 records never reached the broker: \
+             committed offsets {now:?}\nkcat's log:\n{first_log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     kcat(&["-P", "-t", "t-kcat"], Some(&lines("b")));
-    let second = kcat(&["-G", "g-kcat", "-c", "50", "-f", "%s\\n", "t-kcat"], None);
+    let (second, _) = kcat(&["-G", "g-kcat", "-c", "50", "-f", "%s\\n", "t-kcat"], None);
     assert_eq!(
         sorted(&second),
         sorted(&lines("b")),
