@@ -18,6 +18,9 @@
 //! partition's fetching and reaches the copy thread in order with its
 //! records; a seek starts it again.
 
+mod buffers;
+mod request;
+mod session;
 mod task;
 
 use std::collections::{HashMap, VecDeque};

@@ -1,14 +1,13 @@
 //! The fetcher's tasks: the dispatcher, which looks up leaders and starts
 //! one task per leader, and each leader's task, which fetches.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::AsyncWriteExt;
@@ -16,6 +15,9 @@ use tokio::sync::Notify;
 
 use std::sync::atomic::Ordering;
 
+use super::buffers::Buffers;
+use super::request::request;
+use super::session::Session;
 use super::{Chunk, Event, Inner, Leader, AHEAD};
 use crate::codec::batches::batches;
 use crate::codec::frame::read_frame_whole;
@@ -27,7 +29,7 @@ use crate::replication::state::SourcePartition;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response asked for, and accepted (a first batch larger than
 /// the limit still comes whole).
-const MAX_BYTES: i32 = 32 << 20;
+pub(super) const MAX_BYTES: i32 = 32 << 20;
 const MAX_RESPONSE: usize = 128 << 20;
 /// Fetch v12 is the last that names topics (v13 uses topic ids), and the
 /// first with the log-divergence check.
@@ -102,9 +104,6 @@ async fn broker(inner: Arc<Inner>, id: i32, addr: String, wake: Arc<Notify>) {
     inner.lookup.notify_one();
 }
 
-/// What one request asked for, per partition: its generation and offset.
-type Sent = HashMap<SourcePartition, (u64, i64)>;
-
 async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String {
     let conn = match KafkaConn::connect(&inner.source, addr, TIMEOUT).await {
         Ok(c) => c,
@@ -129,8 +128,9 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
     let mut turn = 0usize;
     let mut correlation = 0i32;
     let mut buffers = Buffers::default();
+    let mut session = Session::new(version);
     loop {
-        let Some((req, sent)) = request(inner, id, turn) else {
+        let Some((req, plan)) = request(inner, id, turn, &session) else {
             wake.notified().await;
             continue;
         };
@@ -141,7 +141,7 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
             .with_request_api_version(version)
             .with_correlation_id(correlation)
             .with_client_id(Some(StrBytes::from_static_str("kflip-engine")));
-        let mut buf = BytesMut::with_capacity(256 + 64 * sent.len());
+        let mut buf = BytesMut::with_capacity(256 + 64 * plan.named.len());
         buf.put_i32(0);
         if let Err(e) = header
             .encode(&mut buf, FetchRequest::header_version(version))
@@ -186,13 +186,19 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
                 return format!("bad Fetch response: {e}");
             }
         };
+        if Session::is_session_error(resp.error_code) {
+            tracing::debug!(flow = %inner.state.cfg.id, broker = id, code = resp.error_code, "fetch session refused; opening a new one");
+            session.reset(resp.error_code);
+            continue;
+        }
         if resp.error_code != 0 {
             return format!(
                 "{addr} refused the fetch: {}",
                 crate::kafka::code_name(resp.error_code)
             );
         }
-        for mut ev in answered(inner, id, &sent, resp) {
+        session.answered(plan, resp.session_id);
+        for mut ev in answered(inner, id, &session, resp) {
             // The next fetch waits until the copy thread has room for this.
             if let Event::Records(c) = &mut ev {
                 let n = c.records.len().clamp(1, AHEAD) as u32;
@@ -206,60 +212,10 @@ async fn fetch_from(inner: &Inner, id: i32, addr: &str, wake: &Notify) -> String
     }
 }
 
-/// The next Fetch to leader `id`: every partition it leads that is read,
-/// the first one turning with `turn` (a broker returns a batch larger than
-/// the partition's limit only when it comes first).
-fn request(inner: &Inner, id: i32, turn: usize) -> Option<(FetchRequest, Sent)> {
-    let cfg = &inner.state.cfg;
-    let q = inner.lock();
-    let mut mine: Vec<(&SourcePartition, &super::Part)> = q
-        .map
-        .iter()
-        .filter(|(_, p)| p.leader == Some(id) && !p.stopped)
-        .collect();
-    if mine.is_empty() {
-        return None;
-    }
-    mine.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let n = mine.len();
-    mine.rotate_left(turn % n);
-    let max_part = cfg.fetch_partition_bytes.min(i32::MAX as u64) as i32;
-    let mut topics: Vec<FetchTopic> = Vec::new();
-    let mut sent = Sent::with_capacity(n);
-    for (sp, p) in mine {
-        let part = FetchPartition::default()
-            .with_partition(sp.partition)
-            .with_current_leader_epoch(p.epoch)
-            .with_fetch_offset(p.fetch)
-            .with_last_fetched_epoch(p.last_epoch)
-            .with_log_start_offset(-1)
-            .with_partition_max_bytes(max_part);
-        match topics.last_mut().filter(|t| t.topic.0.as_str() == sp.topic) {
-            Some(t) => t.partitions.push(part),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(sp.topic.clone())))
-                    .with_partitions(vec![part]),
-            ),
-        }
-        sent.insert(sp.clone(), (p.generation, p.fetch));
-    }
-    let req = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(cfg.fetch_wait.as_millis().clamp(1, 30_000) as i32)
-        .with_min_bytes(cfg.fetch_min_bytes.clamp(1, i32::MAX as u64) as i32)
-        .with_max_bytes(MAX_BYTES)
-        .with_isolation_level(1)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(topics);
-    Some((req, sent))
-}
-
 /// What a response gives: each partition's records (its fetch position
 /// moves past them) or what the flow must judge; partitions whose leader
 /// moved are looked up again.
-fn answered(inner: &Inner, id: i32, sent: &Sent, resp: FetchResponse) -> Vec<Event> {
+fn answered(inner: &Inner, id: i32, session: &Session, resp: FetchResponse) -> Vec<Event> {
     let mut events = Vec::new();
     let mut ends = Vec::new();
     let mut lookup = false;
@@ -270,9 +226,10 @@ fn answered(inner: &Inner, id: i32, sent: &Sent, resp: FetchResponse) -> Vec<Eve
                 topic: t.topic.0.to_string(),
                 partition: pd.partition_index,
             };
-            let Some(&(generation, from)) = sent.get(&sp) else {
+            let Some(read) = session.read_with(&sp) else {
                 continue;
             };
+            let (generation, from) = (read.generation, read.fetch);
             let Some(p) = q.map.get_mut(&sp) else {
                 continue;
             };
@@ -366,44 +323,4 @@ fn answered(inner: &Inner, id: i32, sent: &Sent, resp: FetchResponse) -> Vec<Eve
         }
     }
     events
-}
-
-/// Response buffers of one connection, used again once the copy thread is
-/// done with every chunk of theirs: a fresh buffer of a few MiB per
-/// response cost kflip as much CPU in the kernel zeroing its pages as the
-/// socket copy did. At most [`Buffers::KEEP`] are kept.
-#[derive(Default)]
-struct Buffers {
-    /// Responses whose chunks may still be with the copy thread.
-    lent: std::collections::VecDeque<bytes::Bytes>,
-    free: Vec<BytesMut>,
-}
-
-impl Buffers {
-    const KEEP: usize = 2;
-
-    fn lend(&mut self, whole: bytes::Bytes) {
-        self.lent.push_back(whole);
-        // A response still held when more are lent is left to be freed by
-        // its last chunk.
-        while self.lent.len() > 4 * Self::KEEP {
-            self.lent.pop_front();
-        }
-    }
-
-    /// A buffer for the next response: one the copy thread is done with,
-    /// or a new one.
-    fn take(&mut self) -> BytesMut {
-        for _ in 0..self.lent.len() {
-            let Some(b) = self.lent.pop_front() else {
-                break;
-            };
-            match b.try_into_mut() {
-                Ok(m) if self.free.len() < Self::KEEP => self.free.push(m),
-                Ok(_) => {}
-                Err(b) => self.lent.push_back(b),
-            }
-        }
-        self.free.pop().unwrap_or_default()
-    }
 }
