@@ -502,6 +502,13 @@ fn main() {
     let rss_anon = status_kib(kpid, "RssAnon").unwrap_or(0);
     let rss_file = status_kib(kpid, "RssFile").unwrap_or(0);
     let hwm = status_kib(kpid, "VmHWM").unwrap_or(0);
+    // `KFLIP_BENCH_SMAPS=<file>` keeps kflip's memory map at this point,
+    // to see which mappings the idle RSS is made of.
+    if let Ok(to) = std::env::var("KFLIP_BENCH_SMAPS") {
+        if let Err(e) = std::fs::copy(format!("/proc/{kpid}/smaps"), &to) {
+            eprintln!("cannot keep kflip's smaps in {to}: {e}");
+        }
+    }
     let (listening, connected) = tcp_sockets(kpid);
 
     // --- report ---

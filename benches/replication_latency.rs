@@ -31,6 +31,7 @@ mod support;
 
 mod common;
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -168,6 +169,29 @@ fn diffs(earlier: &[i64], later: &[i64]) -> Vec<f64> {
     d
 }
 
+/// `KFLIP_BENCH_LATENCY_DUMP=<dir>`: each record's source ack (Unix ms)
+/// and its copy latency (ms) in `<dir>/<topic>.tsv`, to line up the slow
+/// ones with what else happened then (the brokers' GC log, for one).
+fn dump(dir: &str, topic: &str, base: std::time::SystemTime, acked: &[i64], copied: &[i64]) {
+    let at = base
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let mut out = String::new();
+    for (a, c) in acked.iter().zip(copied) {
+        if *a >= 0 && *c >= 0 {
+            let _ = writeln!(
+                out,
+                "{:.3}\t{:.3}",
+                at + *a as f64 / 1e3,
+                (c - a) as f64 / 1e3
+            );
+        }
+    }
+    if let Err(e) = std::fs::write(format!("{dir}/{topic}.tsv"), out) {
+        eprintln!("cannot write the latency dump in {dir}: {e}");
+    }
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -189,6 +213,7 @@ fn phase(
     secs: f64,
 ) -> Phase {
     let base = Instant::now();
+    let base_wall = std::time::SystemTime::now();
     let (acks, on_src, on_dst) = (Times::new(base), Times::new(base), Times::new(base));
     let stop = Arc::new(AtomicBool::new(false));
     let (seen_src, seen_dst) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -263,6 +288,9 @@ fn phase(
     let (acked, dst_at) = (acks.snapshot(), on_dst.snapshot());
     let first_send = (start - base).as_micros() as i64;
     let last_copy = dst_at.iter().copied().max().unwrap_or(first_send);
+    if let Ok(dir) = std::env::var("KFLIP_BENCH_LATENCY_DUMP") {
+        dump(&dir, topic, base_wall, &acked, &dst_at);
+    }
     let copy = diffs(&acked, &dst_at);
     Phase {
         label: String::new(),
