@@ -68,10 +68,13 @@ pub(super) struct Plan {
 
 impl Session {
     /// A session for a connection that speaks Fetch `version`.
+    /// `KFLIP_FETCH_SESSIONS=off` in kflip's environment asks for none:
+    /// full requests, as before sessions (for comparison).
     pub(super) fn new(version: i16) -> Session {
+        let off = std::env::var("KFLIP_FETCH_SESSIONS").is_ok_and(|v| v == "off");
         Session {
             id: 0,
-            epoch: if version >= FIRST_VERSION {
+            epoch: if version >= FIRST_VERSION && !off {
                 0
             } else {
                 SESSIONLESS
