@@ -51,8 +51,7 @@ pub(super) fn request(
         let n = plan.named.len();
         plan.named.rotate_left(turn % n);
     }
-    let mut topics: Vec<FetchTopic> = Vec::new();
-    for (sp, params) in &plan.named {
+    let topics = by_topic(plan.named.iter().map(|(sp, params)| {
         let part = FetchPartition::default()
             .with_partition(sp.partition)
             .with_current_leader_epoch(params.epoch)
@@ -60,29 +59,23 @@ pub(super) fn request(
             .with_last_fetched_epoch(params.last_epoch)
             .with_log_start_offset(-1)
             .with_partition_max_bytes(params.max);
-        match topics.last_mut().filter(|t| t.topic.0.as_str() == sp.topic) {
-            Some(t) => t.partitions.push(part),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(sp.topic.clone())))
-                    .with_partitions(vec![part]),
-            ),
-        }
-    }
-    let mut forgotten: Vec<ForgottenTopic> = Vec::new();
-    for sp in &plan.forgotten {
-        match forgotten
-            .last_mut()
-            .filter(|t| t.topic.0.as_str() == sp.topic)
-        {
-            Some(t) => t.partitions.push(sp.partition),
-            None => forgotten.push(
-                ForgottenTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(sp.topic.clone())))
-                    .with_partitions(vec![sp.partition]),
-            ),
-        }
-    }
+        (sp, part)
+    }))
+    .into_iter()
+    .map(|(topic, parts)| {
+        FetchTopic::default()
+            .with_topic(topic)
+            .with_partitions(parts)
+    })
+    .collect();
+    let forgotten = by_topic(plan.forgotten.iter().map(|sp| (sp, sp.partition)))
+        .into_iter()
+        .map(|(topic, parts)| {
+            ForgottenTopic::default()
+                .with_topic(topic)
+                .with_partitions(parts)
+        })
+        .collect();
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(cfg.fetch_wait.as_millis().clamp(1, 30_000) as i32)
@@ -94,4 +87,21 @@ pub(super) fn request(
         .with_topics(topics)
         .with_forgotten_topics_data(forgotten);
     Some((req, plan))
+}
+
+/// Consecutive items of one topic grouped under its name, in order.
+fn by_topic<'a, T>(
+    items: impl Iterator<Item = (&'a SourcePartition, T)>,
+) -> Vec<(TopicName, Vec<T>)> {
+    let mut groups: Vec<(&'a str, Vec<T>)> = Vec::new();
+    for (sp, item) in items {
+        match groups.last_mut().filter(|(t, _)| *t == sp.topic) {
+            Some((_, v)) => v.push(item),
+            None => groups.push((&sp.topic, vec![item])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(t, v)| (TopicName(StrBytes::from_string(t.to_string())), v))
+        .collect()
 }
