@@ -49,7 +49,8 @@ use rdkafka::producer::Producer;
 use rdkafka::TopicPartitionList;
 
 use common::{
-    clk_tck, cpu_ticks, env_usize, guard, median, payload, send_all, status_kib, Counting,
+    clk_tck, cpu_ticks, env_usize, guard, median, payload, resident_pages, send_all, status_kib,
+    Counting,
 };
 use support::clients::{config, create_topic};
 use support::raw::Raw;
@@ -496,7 +497,9 @@ fn main() {
     }
 
     // --- idle RSS after the run, with every client connection closed ---
-    std::thread::sleep(Duration::from_secs(1));
+    // kflip gives its free heap back after a second without traffic
+    // (`kflip::memory`): 3 s is idle.
+    std::thread::sleep(Duration::from_secs(3));
     let rss_end = status_kib(kpid, "VmRSS").unwrap_or(0);
     // Heap and stacks against the mapped binary and libraries.
     let rss_anon = status_kib(kpid, "RssAnon").unwrap_or(0);
@@ -507,6 +510,10 @@ fn main() {
     if let Ok(to) = std::env::var("KFLIP_BENCH_SMAPS") {
         if let Err(e) = std::fs::copy(format!("/proc/{kpid}/smaps"), &to) {
             eprintln!("cannot keep kflip's smaps in {to}: {e}");
+        }
+        let pages = format!("{to}.pages");
+        if let Err(e) = resident_pages(kpid, &pages) {
+            eprintln!("cannot keep kflip's resident pages in {pages}: {e}");
         }
     }
     let (listening, connected) = tcp_sockets(kpid);

@@ -56,6 +56,7 @@ pub mod failover;
 pub mod fuzzing;
 pub mod inventory;
 pub mod kafka;
+pub mod memory;
 pub mod offsets;
 pub mod protocol;
 pub mod proxy;

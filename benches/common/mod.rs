@@ -70,6 +70,47 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// Writes, for every file-backed mapping of a process, the file offset of
+/// each page that is resident in it (`<path> <offset>` per line), read
+/// from `/proc/<pid>/pagemap` (bit 63: present). Which code and data pages
+/// a process holds, to attribute its file-backed RSS to symbols.
+pub fn resident_pages(pid: u32, to: &str) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(to)?);
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(range), Some(off), Some(path)) = (f.first(), f.get(2), f.get(5)) else {
+            continue;
+        };
+        if !path.starts_with('/') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b), Ok(off)) = (
+            u64::from_str_radix(a, 16),
+            u64::from_str_radix(b, 16),
+            u64::from_str_radix(off, 16),
+        ) else {
+            continue;
+        };
+        let pages = ((b - a) / 4096) as usize;
+        let mut buf = vec![0u8; pages * 8];
+        pagemap.seek(SeekFrom::Start(a / 4096 * 8))?;
+        pagemap.read_exact(&mut buf)?;
+        for (i, e) in buf.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+            if e >> 63 == 1 {
+                writeln!(out, "{path} {:x}", off + i as u64 * 4096)?;
+            }
+        }
+    }
+    out.flush()
+}
+
 /// CPU seconds of a set of processes, sampled together.
 pub struct Cpus {
     /// `"self"` or a pid, per process.

@@ -119,6 +119,11 @@ impl ProxyMetrics {
         }
     }
 
+    /// Bytes of requests and responses so far.
+    pub fn moved(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed) + self.bytes_out.load(Ordering::Relaxed)
+    }
+
     /// A client connection was accepted.
     pub fn accepted(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);

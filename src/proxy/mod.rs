@@ -245,6 +245,11 @@ pub async fn start(
         }
     }
     tokio::spawn(follow_config(shared.clone(), config));
+    let metrics = shared.metrics.clone();
+    tokio::spawn(crate::memory::trim_when_idle(
+        move || metrics.moved(),
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::failover::switch::feed_engine(shared.board.clone()));
     Ok(ProxyHandle { bootstrap, shared })
 }

@@ -175,7 +175,19 @@ impl Kflip {
             .append(true)
             .open(self.dir.path().join("kflip.log"))
             .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kflip"))
+        // KFLIP_TEST_WRAP runs kflip under a tool, e.g. "valgrind
+        // --tool=callgrind" (`scripts/hot-code.sh`) or "perf record -g".
+        let wrap = std::env::var("KFLIP_TEST_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut cmd = match wrap.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(wrap).arg(env!("CARGO_BIN_EXE_kflip"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_kflip")),
+        };
+        let child = cmd
             .args([self.command.as_str(), "--config"])
             .arg(self.config_path())
             .env(
