@@ -3,7 +3,8 @@
 //!
 //! glibc's malloc keeps the memory of freed buffers in its per-thread
 //! arenas: after a load of 1 MiB Produce and Fetch frames, an idle proxy
-//! held about 4 MiB of free heap. `malloc_trim` returns it. The library
+//! kept both worker threads' arenas resident, 2 MiB each, most of it free.
+//! `malloc_trim` returned about half of it (BENCHMARKS.md). The library
 //! forbids `unsafe`, so the binary registers the call ([`set_trim`]) and the
 //! proxy runs [`trim_when_idle`] on its byte counters: one trim after each
 //! burst, never on the path of a request.
