@@ -2,17 +2,23 @@
 """Writes the section order of kflip's hot code (see build.rs) from callgrind
 outputs of a kflip process: every function that ran in the kflip binary.
 
-usage: hot_code.py KFLIP_BINARY CALLGRIND_OUT... > hot-code.txt
+usage: hot_code.py KFLIP_BINARY PROFILE_DIR... > hot-code.txt
+
+Each PROFILE_DIR holds the callgrind outputs (cg.*) of one run; the first
+run's functions come first in the section, then what each later run adds,
+so a process that only does the first run's work (a proxy) keeps its code
+at the front.
 
 One symbol name per line. Each function is named exactly first, so a
-build with the same symbol names packs the code that ran densely. Then one pattern per function with the compiler's hashes
-replaced by `*`, so a build whose hashes differ (another compiler, a
-dependency update, an edit that changes a generic's arguments) still finds
-its instances. A pattern that stands for more than twice as many functions
+build with the same symbol names packs the code that ran densely. Then
+one pattern per function with the compiler's hashes replaced by `*`, so a
+build whose hashes differ (another compiler, a dependency update, an edit
+that changes a generic's arguments) still finds its instances. A pattern that stands for more than twice as many functions
 as ran (a generic's instances) is left out: it would fill the hot section
 with cold code.
 """
 import collections
+import os
 import re
 import subprocess
 import sys
@@ -60,20 +66,32 @@ def instances(binary):
     return count
 
 
-def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    total = instances(sys.argv[1])
-    names = [n for n in functions(sys.argv[2:]) if n in total]
-    if not names:
-        sys.exit("no function of a kflip binary in these callgrind outputs")
-    out = list(names)
+def section(names, total, listed):
+    """One profile's lines: its exact names, then its patterns, leaving out
+    what an earlier profile listed."""
+    out = [n for n in names if n not in listed]
     ran = collections.Counter(pattern(n) for n in names)
     for p in sorted(k for k in ran if k):
         # A pattern that stands for many more functions than ran (a
         # generic's instances) would bring cold code into the hot section.
-        if total[p] <= 2 * ran[p]:
+        if total[p] <= 2 * ran[p] and p not in listed:
             out.append(p)
+    return out
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    total = instances(sys.argv[1])
+    out, listed = [], set()
+    for profile in sys.argv[2:]:
+        files = [os.path.join(profile, f) for f in sorted(os.listdir(profile)) if f.startswith("cg.")]
+        names = [n for n in functions(files) if n in total]
+        if not names:
+            sys.exit(f"no function of the kflip binary in the callgrind outputs in {profile}")
+        lines = section(names, total, listed)
+        listed.update(lines)
+        out += lines
     print("\n".join(out))
 
 
