@@ -19,7 +19,9 @@
 //! It prints a table, the proxy/direct ratios and PASS/MISS against the
 //! targets, and never fails on a miss: benchmarks report, they do not assert
 //! timings. Knobs: `KFLIP_BENCH_RECORDS` (default 500000),
-//! `KFLIP_BENCH_ROUNDS` (5), `KFLIP_BENCH_LATENCY_REQUESTS` (3000) and
+//! `KFLIP_BENCH_ROUNDS` (5), `KFLIP_BENCH_LATENCY_REQUESTS` (3000),
+//! `KFLIP_BENCH_WARM_SECS` (20: produce through both paths first, so the
+//! broker's JIT has compiled its hot paths before anything is measured) and
 //! `KFLIP_BENCH_ONLY` (a comma-separated subset of produce,consume,latency,
 //! handy when profiling one workload with `perf record -p <kflip pid>`).
 //!
@@ -59,10 +61,10 @@ use support::{Broker, Kflip, Storage};
 /// Bytes per record value.
 const RECORD: usize = 1024;
 
-/// Targets from the brief; a miss is reported, not failed.
-const TARGET_THROUGHPUT_RATIO: f64 = 0.9;
-const TARGET_ADDED_P99_MS: f64 = 0.5;
-const TARGET_IDLE_RSS_MIB: f64 = 20.0;
+/// Targets from the performance issue; a miss is reported, not failed.
+const TARGET_THROUGHPUT_RATIO: f64 = 0.95;
+const TARGET_ADDED_P99_MS: f64 = 0.1;
+const TARGET_IDLE_RSS_MIB: f64 = 10.0;
 
 const LATENCY_WARMUP: usize = 200;
 
@@ -177,6 +179,20 @@ impl Throughput {
     }
     fn rec_s(&self) -> f64 {
         self.records as f64 / self.secs
+    }
+    /// CPU seconds per GB and share of a core, per process, for the
+    /// progress lines: a slow round shows whether the broker worked more
+    /// or waited more.
+    fn cpu_note(&self) -> String {
+        let gb = (self.records * RECORD) as f64 / 1e9;
+        let one =
+            |name: &str, s: f64| format!("{name} {:.2} s/GB {:.0}%", s / gb, 100.0 * s / self.secs);
+        format!(
+            "{}, {}, {}",
+            one("client", self.cpu.client),
+            one("broker", self.cpu.broker),
+            one("kflip", self.cpu.kflip)
+        )
     }
 }
 
@@ -417,6 +433,29 @@ fn main() {
     };
 
     // --- produce throughput ---
+    // --- warm-up: the broker's JIT compiles its produce path under load ---
+    // Without it the first rounds measure the compiler (direct rose from
+    // 210 to 400 MB/s over three rounds, and C2 took a fifth of the
+    // machine in some rounds and not in others).
+    // tansu has no JIT to warm.
+    let jit = broker.kind() == support::Kind::Kafka;
+    let warm = env_usize("KFLIP_BENCH_WARM_SECS", if quick || !jit { 0 } else { 20 });
+    if warm > 0 && (want("produce") || want("consume")) {
+        create_topic(&direct, "bench-warm", 1);
+        let until = Instant::now() + Duration::from_secs(warm as u64);
+        let mut sent = 0;
+        for round in 0.. {
+            if Instant::now() >= until {
+                break;
+            }
+            for path in order(round) {
+                produce(addr(path), "bench-warm", n / 5, &procs);
+                sent += n / 5;
+            }
+        }
+        eprintln!("warm-up: {sent} records in {warm} s, both paths");
+    }
+
     let mut prod: Vec<(Path, Throughput)> = Vec::new();
     if want("produce") {
         for round in 0..rounds {
@@ -434,10 +473,11 @@ fn main() {
                 create_topic(&direct, &topic, 1);
                 let t = produce(addr(path), &topic, n, &procs);
                 eprintln!(
-                    "produce round {round} {:>6}: {:7.1} MB/s {:9.0} rec/s",
+                    "produce round {round} {:>6}: {:7.1} MB/s {:9.0} rec/s, {}",
                     path.name(),
                     t.mb_s(),
-                    t.rec_s()
+                    t.rec_s(),
+                    t.cpu_note()
                 );
                 prod.push((path, t));
             }
@@ -456,10 +496,11 @@ fn main() {
             for path in order(round) {
                 let t = consume(addr(path), "bench-consume", n, &procs);
                 eprintln!(
-                    "consume round {round} {:>6}: {:7.1} MB/s {:9.0} rec/s",
+                    "consume round {round} {:>6}: {:7.1} MB/s {:9.0} rec/s, {}",
                     path.name(),
                     t.mb_s(),
-                    t.rec_s()
+                    t.rec_s(),
+                    t.cpu_note()
                 );
                 cons.push((path, t));
             }
@@ -605,8 +646,8 @@ fn main() {
             format!("{added:.3}"),
             f64::NAN,
             &format!(
-                "< {TARGET_ADDED_P99_MS} ms: {}",
-                verdict(added < TARGET_ADDED_P99_MS)
+                "<= {TARGET_ADDED_P99_MS} ms: {}",
+                verdict(added <= TARGET_ADDED_P99_MS)
             ),
         );
     }
@@ -622,8 +663,8 @@ fn main() {
             format!("{:.1}", mib(kib)),
             f64::NAN,
             &format!(
-                "< {TARGET_IDLE_RSS_MIB} MiB: {}",
-                verdict(mib(kib) < TARGET_IDLE_RSS_MIB)
+                "<= {TARGET_IDLE_RSS_MIB} MiB: {}",
+                verdict(mib(kib) <= TARGET_IDLE_RSS_MIB)
             ),
         );
     }
