@@ -1,10 +1,12 @@
 //! The records inside a magic-2 batch: whether any record carries a header
 //! of a given name.
 //!
-//! Uncompressed batches are searched in place: a header name appears in
-//! the record bytes verbatim, so a batch that does not contain it at all
-//! (nearly every batch) costs one vectorized scan, and only a batch that
-//! does is walked record by record. Compressed batches are decompressed as
+//! Uncompressed batches are read in place. A batch of large records is
+//! walked reading only the bytes that frame each record (lengths and header
+//! names), never a key's or a value's: a 1 MiB batch of 1 KiB records
+//! costs 16 us, against 49 us for a scan of every byte. A batch of small
+//! records is scanned for the name first (a header name appears in the
+//! record bytes verbatim), and walked only if it is there. Compressed batches are decompressed as
 //! a stream through a fixed buffer and walked as they decompress, so
 //! memory stays flat whatever the batch expands to; the work is bounded by
 //! [`expansion_limit`], past which the batch is refused.
@@ -12,6 +14,10 @@
 use std::io::{BufRead, BufReader, Read};
 
 use super::produce::batch;
+
+/// The average record size from which an uncompressed batch is walked
+/// rather than scanned for the header name first.
+const WALK_MIN_RECORD: usize = 512;
 
 /// Why a batch's records could not be walked.
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +60,15 @@ pub fn has_header(batch_bytes: &[u8], name: &[u8]) -> Result<bool, RecordsError>
     );
     let codec = attributes & 0x07;
     if codec == 0 {
-        if memchr::memmem::find(records, name).is_none() {
+        // Walking costs about 16 ns a record, a scan for the name about
+        // 0.05 ns a byte: records of a few hundred bytes cost the same
+        // either way. Smaller records are scanned first, and walked only
+        // if the name is there.
+        let small = records.len() < WALK_MIN_RECORD.saturating_mul(count.max(1) as usize);
+        if small && memchr::memmem::find(records, name).is_none() {
             return Ok(false);
         }
-        return walk(Source::new(records, u64::MAX), count, name);
+        return walk_plain(records, count, name);
     }
     let limit = expansion_limit(records.len());
     match codec {
@@ -238,6 +249,57 @@ fn walk<R: BufRead>(mut src: Source<R>, count: i32, name: &[u8]) -> Result<bool,
     Ok(false)
 }
 
+/// [`walk`] over an uncompressed batch, in place: it reads the few bytes
+/// that frame each record and jumps over keys and values, so a 1 MiB batch
+/// of 1 KiB records costs about a thousand short reads instead of a scan of
+/// every byte.
+fn walk_plain(mut b: &[u8], count: i32, name: &[u8]) -> Result<bool, RecordsError> {
+    fn varint(b: &mut &[u8], what: &'static str) -> Result<i64, RecordsError> {
+        let mut raw: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let (&byte, rest) = b.split_first().ok_or(RecordsError::Malformed(what))?;
+            *b = rest;
+            raw |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        Err(RecordsError::Malformed(what))
+    }
+    // A length (-1 is null) and the bytes it covers.
+    fn take<'a>(b: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], RecordsError> {
+        let n = match varint(b, what)? {
+            -1 => 0,
+            n if n >= 0 => usize::try_from(n).map_err(|_| RecordsError::Malformed(what))?,
+            _ => return Err(RecordsError::Malformed(what)),
+        };
+        let (v, rest) = b.split_at_checked(n).ok_or(RecordsError::Malformed(what))?;
+        *b = rest;
+        Ok(v)
+    }
+    for _ in 0..count.max(0) {
+        let record = take(&mut b, "record length")?;
+        let mut r = record
+            .get(1..)
+            .ok_or(RecordsError::Malformed("record attributes"))?;
+        varint(&mut r, "timestamp delta")?;
+        varint(&mut r, "offset delta")?;
+        take(&mut r, "key length")?;
+        take(&mut r, "value length")?;
+        let headers = varint(&mut r, "header count")?;
+        if headers < 0 {
+            return Err(RecordsError::Malformed("header count"));
+        }
+        for _ in 0..headers {
+            if take(&mut r, "header name length")? == name {
+                return Ok(true);
+            }
+            take(&mut r, "header value length")?;
+        }
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,10 +349,43 @@ mod tests {
     }
 
     fn batch(headers: &[(&str, &[u8])], compression: Compression, n: i64) -> Vec<u8> {
+        sized(headers, compression, n, 100)
+    }
+
+    /// `n` records of `size`-byte values.
+    fn sized(headers: &[(&str, &[u8])], compression: Compression, n: i64, size: usize) -> Vec<u8> {
         let records: Vec<Record> = (0..n)
-            .map(|i| record(i, vec![b'v'; 100], headers))
+            .map(|i| record(i, vec![b'v'; size], headers))
             .collect();
         encode(&records, compression)
+    }
+
+    #[test]
+    fn batches_of_small_and_large_records_give_the_same_answers() {
+        // Below and above WALK_MIN_RECORD: scanned first, or walked.
+        for size in [16, 100, 600, 4096] {
+            let forged = sized(
+                &[("a", b"1"), ("kflip-origin", b"v")],
+                Compression::None,
+                1,
+                size,
+            );
+            assert!(has_header(&forged, b"kflip-origin").unwrap(), "{size}");
+            // The name in a value and in another header's value: no.
+            let mut value = vec![b'v'; size];
+            value[..12].copy_from_slice(b"kflip-origin");
+            let records = [Record {
+                value: Some(bytes::Bytes::from(value)),
+                ..record(0, vec![], &[("trace", b"kflip-origin")])
+            }];
+            let clean = encode(&records, Compression::None);
+            assert!(!has_header(&clean, b"kflip-origin").unwrap(), "{size}");
+            let none = sized(&[], Compression::None, 1, size);
+            assert!(!has_header(&none, b"kflip-origin").unwrap(), "{size}");
+            for cut in 0..forged.len() {
+                let _ = has_header(&forged[..cut], b"kflip-origin");
+            }
+        }
     }
 
     #[test]
