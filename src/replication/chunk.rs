@@ -211,16 +211,11 @@ impl Runner<'_> {
         recs.retain(|x| x.1 != Verdict::Skip);
         let mut buf = self.cache.origin.borrow_mut();
         let origin_max = 10 + provenance::HEADER.len() + st.source_id.len() + sp.topic.len() + 64;
-        let origin = |buf: &mut String, r: &Raw<'_>| {
-            buf.clear();
-            let source = (
-                st.source_id.as_str(),
-                sp.topic.as_str(),
-                sp.partition,
-                r.r.offset,
-            );
-            provenance::write_origin(buf, source, now);
-        };
+        let template = provenance::OriginTemplate::new(
+            (st.source_id.as_str(), sp.topic.as_str(), sp.partition),
+            now,
+        );
+        let origin = |buf: &mut String, r: &Raw<'_>| template.write(buf, r.r.offset);
         w.append_each(
             (&target_topic, sp.partition),
             &recs,

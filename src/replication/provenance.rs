@@ -98,6 +98,43 @@ pub fn write_origin(out: &mut String, source: (&str, &str, i32, i64), first_copy
     }
 }
 
+/// The header values of the records of one source partition copied at one
+/// time: what [`write_origin`] writes, with the parts they share (cluster,
+/// topic, partition, first copy time) formatted once, so that each record
+/// costs only its offset's digits.
+pub struct OriginTemplate {
+    /// `cluster/topic/partition/`.
+    prefix: String,
+    /// `/first_copy_ms`.
+    suffix: String,
+}
+
+impl OriginTemplate {
+    /// The template for records of `source` (cluster, topic, partition)
+    /// first copied at `first_copy_ms`.
+    pub fn new(source: (&str, &str, i32), first_copy_ms: i64) -> Self {
+        let mut prefix = String::with_capacity(source.0.len() + source.1.len() + 14);
+        prefix.push_str(source.0);
+        prefix.push('/');
+        prefix.push_str(source.1);
+        prefix.push('/');
+        push_int(&mut prefix, i64::from(source.2));
+        prefix.push('/');
+        let mut suffix = String::with_capacity(21);
+        suffix.push('/');
+        push_int(&mut suffix, first_copy_ms);
+        OriginTemplate { prefix, suffix }
+    }
+
+    /// Replaces `out` with the value for the record at `offset`.
+    pub fn write(&self, out: &mut String, offset: i64) {
+        out.clear();
+        out.push_str(&self.prefix);
+        push_int(out, offset);
+        out.push_str(&self.suffix);
+    }
+}
+
 /// Appends `n` in decimal.
 fn push_int(out: &mut String, n: i64) {
     let mut digits = [0u8; 20];
@@ -114,8 +151,7 @@ fn push_int(out: &mut String, n: i64) {
     if n < 0 {
         out.push('-');
     }
-    // ASCII digits: always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// What to do with one source record, before any header is made.
@@ -206,6 +242,9 @@ mod tests {
             let mut out = String::from("x");
             write_origin(&mut out, ("c/id", "orders", p, o), t);
             assert_eq!(out, format!("xc/id/orders/{p}/{o}/{t}"));
+            let mut each = String::from("left over");
+            OriginTemplate::new(("c/id", "orders", p), t).write(&mut each, o);
+            assert_eq!(each, format!("c/id/orders/{p}/{o}/{t}"));
         }
     }
 
