@@ -21,7 +21,7 @@ profile() {
   env KFLIP_TEST_WRAP="valgrind --tool=callgrind --demangle=no --dump-every-bb=500000 --callgrind-out-file=$out/$name/cg.%p" \
     "$@" >"$out/$name.log" 2>&1 || { tail -20 "$out/$name.log" >&2; exit 1; }
 }
-profile proxy KFLIP_BENCH_RECORDS=100000 KFLIP_BENCH_ROUNDS=2 KFLIP_BENCH_LATENCY_REQUESTS=1000 \
+profile proxy KFLIP_BENCH_RECORDS=100000 KFLIP_BENCH_ROUNDS=2 KFLIP_BENCH_LATENCY_REQUESTS=1000 KFLIP_BENCH_WARM_SECS=0 \
   cargo bench --bench proxy
 profile engine KFLIP_BENCH_RECORDS=20000 KFLIP_BENCH_ROUNDS=1 KFLIP_BENCH_ONLY=replicate,latency \
   KFLIP_BENCH_LATENCY_SECS=5 KFLIP_BENCH_RATE=500 cargo bench --bench replication

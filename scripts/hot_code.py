@@ -13,9 +13,14 @@ One symbol name per line. Each function is named exactly first, so a
 build with the same symbol names packs the code that ran densely. Then
 one pattern per function with the compiler's hashes replaced by `*`, so a
 build whose hashes differ (another compiler, a dependency update, an edit
-that changes a generic's arguments) still finds its instances. A pattern that stands for more than twice as many functions
-as ran (a generic's instances) is left out: it would fill the hot section
-with cold code.
+that changes a generic's arguments, any edit that renames the `.llvm.N`
+copies of small functions) still finds its instances. A pattern is left
+out when the functions it stands for but that did not run (a generic's
+other instances) are both more than those that ran and more than
+COLD_BUDGET bytes: it would fill the hot section with cold code. Small
+functions copied into many codegen units (`String::write_str`,
+`io::Error::kind`) are kept whole that way, which is what keeps the list
+useful across ordinary edits.
 """
 import collections
 import os
@@ -54,27 +59,43 @@ def pattern(name):
     return p if p != name else None
 
 
+# Bytes of code that did not run which a pattern may bring into the hot
+# section beyond what ran.
+COLD_BUDGET = 65536
+
+
 def instances(binary):
-    """How many functions of the binary each pattern stands for."""
-    nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
-    count = collections.Counter()
+    """How many functions of the binary each name and pattern stands for,
+    and their bytes."""
+    nm = subprocess.run(
+        ["nm", "--defined-only", "-S", binary], capture_output=True, text=True, check=True
+    )
+    count, size = collections.Counter(), collections.Counter()
     for line in nm.stdout.splitlines():
-        name = line.split()[-1]
-        count[name] += 1
-        if pattern(name):
-            count[pattern(name)] += 1
-    return count
+        f = line.split()
+        name = f[-1]
+        n = int(f[1], 16) if len(f) == 4 else 0
+        for key in {name, pattern(name)} - {None}:
+            count[key] += 1
+            size[key] += n
+    return count, size
 
 
 def section(names, total, listed):
     """One profile's lines: its exact names, then its patterns, leaving out
     what an earlier profile listed."""
+    count, size = total
     out = [n for n in names if n not in listed]
-    ran = collections.Counter(pattern(n) for n in names)
-    for p in sorted(k for k in ran if k):
+    ran, ran_size = collections.Counter(), collections.Counter()
+    for n in names:
+        if pattern(n):
+            ran[pattern(n)] += 1
+            ran_size[pattern(n)] += size[n]
+    for p in sorted(ran):
         # A pattern that stands for many more functions than ran (a
         # generic's instances) would bring cold code into the hot section.
-        if total[p] <= 2 * ran[p] and p not in listed:
+        cold = size[p] - ran_size[p]
+        if (count[p] <= 2 * ran[p] or cold <= COLD_BUDGET) and p not in listed:
             out.append(p)
     return out
 
@@ -86,7 +107,7 @@ def main():
     out, listed = [], set()
     for profile in sys.argv[2:]:
         files = [os.path.join(profile, f) for f in sorted(os.listdir(profile)) if f.startswith("cg.")]
-        names = [n for n in functions(files) if n in total]
+        names = [n for n in functions(files) if n in total[0]]
         if not names:
             sys.exit(f"no function of the kflip binary in the callgrind outputs in {profile}")
         lines = section(names, total, listed)
