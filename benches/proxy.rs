@@ -432,7 +432,6 @@ fn main() {
         Path::Proxy => proxy.as_str(),
     };
 
-    // --- produce throughput ---
     // --- warm-up: the broker's JIT compiles its produce path under load ---
     // Without it the first rounds measure the compiler (direct rose from
     // 210 to 400 MB/s over three rounds, and C2 took a fifth of the
@@ -456,6 +455,7 @@ fn main() {
         eprintln!("warm-up: {sent} records in {warm} s, both paths");
     }
 
+    // --- produce throughput ---
     let mut prod: Vec<(Path, Throughput)> = Vec::new();
     if want("produce") {
         for round in 0..rounds {
