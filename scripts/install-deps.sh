@@ -47,7 +47,9 @@ if [ ! -f "$repo/tests/clients/node_modules/kafkajs/package.json" ]; then
     exit 1
   fi
   echo "installing Node.js clients into tests/clients/node_modules (npm ci)" >&2
-  npm ci --no-audit --no-fund --prefix "$repo/tests/clients" >&2
+  # --prefer-offline: a package already in ~/.npm is used without asking
+  # the registry again, so a second clone installs with no network at all.
+  npm ci --prefer-offline --no-audit --no-fund --prefix "$repo/tests/clients" >&2
 fi
 
 # The Apache Kafka 4.4 broker (jars from Maven Central), the default broker.
