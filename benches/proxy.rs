@@ -163,6 +163,42 @@ impl Procs {
     }
 }
 
+/// How many of `hot-code.txt`'s exact names the kflip binary under test
+/// defines: the idle RSS depends on the list matching the build (DEVELOPERS.md,
+/// "Release layout"), and an edit to the crate renames some functions. `None`
+/// for a debug build, which does not use the list, or without `nm`.
+fn hot_code_coverage() -> Option<String> {
+    if cfg!(debug_assertions) {
+        return None;
+    }
+    let list =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hot-code.txt")).ok()?;
+    let nm = std::process::Command::new("nm")
+        .args(["--defined-only", env!("CARGO_BIN_EXE_kflip")])
+        .output()
+        .ok()?;
+    let defined: std::collections::HashSet<&str> = std::str::from_utf8(&nm.stdout)
+        .ok()?
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let exact: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('*'))
+        .collect();
+    let found = exact.iter().filter(|n| defined.contains(*n)).count();
+    Some(format!(
+        "hot-code.txt: {found} of its {} exact names are in this kflip build{}",
+        exact.len(),
+        if found * 10 < exact.len() * 9 {
+            " (stale: the idle RSS is higher; run scripts/hot-code.sh)"
+        } else {
+            ""
+        }
+    ))
+}
+
 // ------------------------------------------------------------ workloads ---
 
 /// One throughput measurement.
@@ -750,6 +786,9 @@ fn main() {
         out,
         "kflip TCP sockets at the end: {listening} listening, {connected} connections"
     );
+    if let Some(line) = hot_code_coverage() {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(
         out,
         "total bench time: {:.0} s",
