@@ -21,8 +21,7 @@
 //! Phases, each on its own topic: a warm-up at full speed
 //! (`KFLIP_BENCH_WARM_SECS`, 30 s; 0 for 2 s at 1,000/s); the maximum
 //! throughput (the producer as fast as it can for `KFLIP_BENCH_MAX_SECS`
-//! (10) s,
-//! throughput = records / (last copy seen - first send)); then
+//! (10) s, throughput = records / (last copy seen - first send)); then
 //! `KFLIP_BENCH_LATENCY_SECS` (10) s at 1,000 records/s and at half that
 //! maximum (`KFLIP_BENCH_RATES` replaces the list: records/s, or `half`).
 //! It prints p50/p90/p99/max, and each broker's and kflip's CPU while the
